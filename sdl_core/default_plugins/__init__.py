@@ -1,0 +1,1 @@
+"""Built-in plugins, registered through the core's own ``darkmesh`` entry points."""

@@ -79,12 +79,12 @@ RELAY_HEADER_RULE = SharedKeyRule(location="header", status=403, detail="invalid
 RELAY_EITHER_RULE = SharedKeyRule(location="either", status=403, detail="invalid relay_key")
 
 
-def shared_secret(runtime: Runtime, capability: str) -> str:
-    """The secret a shared-key caller must present for ``capability``."""
+def shared_secret(runtime: Runtime, route: RouteSpec) -> str:
+    """The secret a shared-key caller must present for ``route``."""
     settings: Any = runtime.settings  # type: ignore[attr-defined]
     if runtime.role == "relay":
         return str(settings.key.get_secret_value())
-    if capability in PEER_CAPABILITIES:
+    if route.peer_route or route.capability in PEER_CAPABILITIES:
         return str(settings.peer_key.get_secret_value())
     return str(settings.node_key.get_secret_value())
 
@@ -208,7 +208,7 @@ def _check_shared_key(
         data = parse_json_object(body)
         candidate = data.get("relay_key")
         given = candidate if isinstance(candidate, str) else ""
-    if not constant_time_equals(given, shared_secret(runtime, route.capability)):
+    if not constant_time_equals(given, shared_secret(runtime, route)):
         raise HTTPProblem(rule.status, rule.detail, reason="invalid_shared_key")
     return Identity(scheme="shared-key", capabilities=frozenset({route.capability}))
 

@@ -136,6 +136,7 @@ class Host(Runtime):
         self.skills: dict[str, Skill] = {}
         self.relay: RelayClient | None = None
         self.listener: Listener | None = None
+        self.prepared = False
         self.started = False
         self._start_lock = asyncio.Lock()
         self._extra_status: dict[str, Any] = {}
@@ -245,18 +246,17 @@ class Host(Runtime):
                 return spec
         raise UnknownPluginError(kind, name, [s.name for s in specs], setting)
 
-    async def start(self) -> None:
-        """Build every piece, validate auth, start skills and the listener."""
-        async with self._start_lock:
-            if self.started:
-                return
-            await self._start()
-            self.started = True
+    def prepare(self) -> None:
+        """Build every piece synchronously: store, transport, signer, verifier,
+        subscribers, skills and the relay client; validate auth. No I/O beyond what a
+        factory does to open its files.
 
-    async def _start(self) -> None:
+        ``create_node_app`` calls this so that skill routes exist before the first
+        request; :meth:`start` calls it when nobody did. Idempotent.
+        """
+        if self.prepared:
+            return
         from sdl_core.auth import validate_node_auth
-        from sdl_core.listener import Listener
-        from sdl_core.relay.client import RelayClient
 
         store_spec = self._select("store", "DARKMESH_STORE", self.settings.store,
                                   self.hooks.stores())
@@ -279,29 +279,52 @@ class Host(Runtime):
             self.skill_specs[spec.name] = spec
             self.skills[spec.name] = self.build(spec, "darkmesh_register_skills")
         if self.settings.relay_url:
+            from sdl_core.relay.client import RelayClient
+
             self.relay = RelayClient(self)
+        self.prepared = True
+
+    async def start(self) -> None:
+        """Prepare (if needed), then start skills, run ``darkmesh_startup`` and the
+        listener. Idempotent."""
+        async with self._start_lock:
+            if self.started:
+                return
+            self.prepare()
+            await self._start()
+            self.started = True
+
+    async def _start(self) -> None:
         for skill in self.skills.values():
             await skill.start()
         await self.hooks.startup(self)
         if self.relay is not None and self.settings.listener:
+            from sdl_core.listener import Listener
+
             self.listener = Listener(self)
             await self.listener.start()
 
     async def stop(self) -> None:
-        if not self.started:
-            return
-        self.started = False
-        if self.listener is not None:
-            await self.listener.stop()
-        for skill in reversed(list(self.skills.values())):
-            try:
-                await skill.stop()
-            except Exception:
-                log.exception("skill stop failed")
-        await self.hooks.shutdown(self)
-        await self.events.drain()
-        if self.store is not None:
-            await self.store.close()
+        """Stop what :meth:`start` started and release what :meth:`prepare` opened.
+
+        Idempotent; safe on a host that was prepared but never started.
+        """
+        if self.started:
+            self.started = False
+            if self.listener is not None:
+                await self.listener.stop()
+                self.listener = None
+            for skill in reversed(list(self.skills.values())):
+                try:
+                    await skill.stop()
+                except Exception:
+                    log.exception("skill stop failed")
+            await self.hooks.shutdown(self)
+            await self.events.drain()
+        if self.prepared:
+            self.prepared = False
+            if self.store is not None:
+                await self.store.close()
         if self._db is not None:
             self._db.close()
             self._db = None

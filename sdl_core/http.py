@@ -77,6 +77,12 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json accepts NaN/Infinity, which are not JSON (RFC 8259) and which no
+    # store can hold; refuse them as a parse error instead of failing later.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_json_object(body: bytes, *, empty_is_object: bool = True) -> dict[str, Any]:
     """Parse a JSON object body: 400 ``invalid JSON body: …`` or ``request body must be a
     JSON object`` (the relay's upstream messages)."""
@@ -85,7 +91,7 @@ def parse_json_object(body: bytes, *, empty_is_object: bool = True) -> dict[str,
             return {}
         raise HTTPProblem(400, "request body must be a JSON object")
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HTTPProblem(400, f"invalid JSON body: {exc}") from None
     if not isinstance(value, dict):

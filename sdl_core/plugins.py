@@ -131,7 +131,9 @@ def make_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginLoadError(getattr(exc, "plugin", "unknown"), exc) from exc
+        # exc.plugin is the plugin object; the message must name it as operators do.
+        name = pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin))
+        raise PluginLoadError(name, exc) from exc
     return pm
 
 

@@ -49,6 +49,9 @@ class RouteSpec:
     bound_field: str | None = None
     max_body_bytes: int | None = None
     description: str = ""
+    #: In shared-key mode, a peer route is opened by the node's ``peer_key`` (the key
+    #: peers hold), every other route by the operator's ``node_key``.
+    peer_route: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,84 @@
+"""What the built-in relay backends share: change notification for long-polls, ids.
+
+A long-poll must not miss a publish that lands between "look at the store" and "start
+waiting". :class:`ChangeNotifier` solves that with a version counter: read
+``version`` *before* looking, then ``wait_changed(version, timeout)`` returns at once
+if anything changed in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+
+class ChangeNotifier:
+    """A monotonically increasing version plus an asyncio condition to wait on it."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._condition: asyncio.Condition | None = None
+
+    def _cond(self) -> asyncio.Condition:
+        # Created lazily so the notifier binds to the loop that first uses it.
+        if self._condition is None:
+            self._condition = asyncio.Condition()
+        return self._condition
+
+    async def notify(self) -> None:
+        """Bump the version and wake every waiter."""
+        cond = self._cond()
+        async with cond:
+            self.version += 1
+            cond.notify_all()
+
+    async def wait_changed(self, since: int, timeout: float) -> bool:
+        """Wait until ``version`` differs from ``since`` or ``timeout`` passes.
+
+        :returns: True when the version changed.
+        """
+        if self.version != since:
+            return True
+        if timeout <= 0:
+            return False
+        cond = self._cond()
+        try:
+            async with cond:
+                await asyncio.wait_for(cond.wait_for(lambda: self.version != since), timeout)
+        except TimeoutError:
+            return self.version != since
+        return True
+
+
+class Deadline:
+    """Remaining time of one long-poll, measured on the monotonic clock."""
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + max(0.0, seconds)
+        self._start = time.monotonic()
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._start
+
+
+def new_post_id() -> str:
+    """12 lowercase hex characters, as upstream."""
+    return secrets.token_hex(6)
+
+
+def new_epoch() -> str:
+    """A fresh epoch: random, so two relays' data sets never share one by accident."""
+    return secrets.token_hex(16)
+
+
+def new_message_id() -> str:
+    return secrets.token_hex(16)
+
+
+def selects(post_template: str, requester_id: str, node_id: str, capabilities: frozenset[str]) -> bool:
+    """The v1 filter: not the puller's own post, and a template it asked for."""
+    return requester_id != node_id and post_template in capabilities

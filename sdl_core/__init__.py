@@ -32,6 +32,7 @@ from sdl_core.protocols import Store
 from sdl_core.protocols import VerifiedAgent
 from sdl_core.protocols import Verifier
 from sdl_core.records import clamp01
+from sdl_core.relay.client import RelayError
 from sdl_core.records import normalise_email
 from sdl_core.records import normalise_identifier
 from sdl_core.records import parse_strength
@@ -84,6 +85,7 @@ __all__ = [
     "PullResult",
     "RelayBackend",
     "RelayBackendSpec",
+    "RelayError",
     "RelayHost",
     "RelaySettings",
     "RelayUnavailable",
@@ -102,6 +104,7 @@ __all__ = [
     "VerificationFailed",
     "VerifiedAgent",
     "Verifier",
+    "VerifierSpec",
     "clamp01",
     "hookimpl",
     "make_plugin_manager",

@@ -20,7 +20,7 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from sdl_core.errors import PluginSettingsError
-from sdl_core.plugins import plugin_infos
+from sdl_core.plugins import plugin_infos, registration_records
 from sdl_core.settings import NodeSettings, RelaySettings, env_name, load_settings, redacted
 
 #: Spec kind -> the registration hook that returns records of that kind.
@@ -45,7 +45,7 @@ def specs_by_plugin(pm: pluggy.PluginManager) -> dict[str, dict[str, list[str]]]
     out: dict[str, dict[str, list[str]]] = {}
     for kind, hook_name in SPEC_HOOKS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            names = [str(record.name) for record in impl.function() or ()]
+            names = [str(record.name) for record in registration_records(impl)]
             if names:
                 out.setdefault(impl.plugin_name, {}).setdefault(kind, []).extend(names)
     return out
@@ -93,7 +93,7 @@ def settings_models(pm: pluggy.PluginManager) -> list[SettingsModel]:
     seen: set[type[BaseSettings]] = {NodeSettings, RelaySettings}
     for hook_name in SPEC_HOOKS.values():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            for record in impl.function() or ():
+            for record in registration_records(impl):
                 model = getattr(record, "settings", None)
                 if model is not None and model not in seen:
                     seen.add(model)

@@ -58,6 +58,8 @@ class IntroRevealed(BaseModel):
 
 
 class EventBus:
+    """Delivers events to subscribers within ``budget_seconds``; never raises to the emitter."""
+
     def __init__(self, budget_seconds: float = 2.0) -> None:
         self.budget = budget_seconds
         self._handlers: dict[str, list[tuple[str, Handler]]] = defaultdict(list)

@@ -83,6 +83,12 @@ class Runtime:
             self._plugin_settings[model] = load_settings(model, self.tables, plugin=plugin)
         return self._plugin_settings[model]
 
+    def loaded_settings(self) -> list[BaseSettings]:
+        """The process settings and every plugin settings model validated so far (for
+        redaction: their ``SecretStr`` values must never be logged)."""
+        own: Any = getattr(self, "settings", None)
+        return ([own] if own is not None else []) + list(self._plugin_settings.values())
+
     def build(self, spec: Any, hook_name: str) -> Any:
         """Validate ``spec.settings`` and call ``spec.factory(host, settings)``."""
         owner = self.hooks.owner_of(hook_name, spec.name) or spec.name
@@ -323,6 +329,9 @@ class Host(Runtime):
             await self.events.drain()
         if self.prepared:
             self.prepared = False
+            if self.relay is not None:
+                await self.relay.aclose()
+                self.relay = None
             if self.store is not None:
                 await self.store.close()
         if self._db is not None:
@@ -332,12 +341,25 @@ class Host(Runtime):
     # ------------------------------------------------------------------ status
 
     def set_status(self, name: str, value: Any) -> None:
-        """Let a plugin publish a status block without a ``status()`` method."""
+        """Let a plugin publish a status block without a ``status()`` method.
+
+        ``value`` may be a callable (sync or async) returning the block; it is called
+        each time status is gathered, so the block stays current.
+        """
         self._extra_status[name] = value
 
     async def plugin_status(self) -> dict[str, Any]:
         """Each plugin object's ``status()`` (store, signer, verifier, skills)."""
-        out: dict[str, Any] = dict(self._extra_status)
+        out: dict[str, Any] = {}
+        for name, block in self._extra_status.items():
+            if callable(block):
+                try:
+                    block = block()
+                    if asyncio.iscoroutine(block):
+                        block = await block
+                except Exception as exc:  # a status probe must never break status
+                    block = {"error": f"{type(exc).__name__}: {exc}"}
+            out[name] = block
         pieces: dict[str, Any] = {"store": self.store, "signer": self.signer,
                                   "verifier": self.verifier}
         pieces.update({f"skill:{name}": skill for name, skill in self.skills.items()})

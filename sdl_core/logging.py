@@ -14,14 +14,14 @@ import contextvars
 import json
 import logging
 import re
-from secrets import token_hex
 import sys
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from secrets import token_hex
 from typing import Any, Literal
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "SecretScrubber",
     "configure_logging",
     "current_request_id",
+    "secret_values",
 ]
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -55,6 +56,19 @@ REDACTED = "**********"
 def current_request_id() -> str | None:
     """The id of the request being served in this task, if any."""
     return _request_id.get()
+
+
+def secret_values(*models: BaseModel) -> list[str]:
+    """Every non-empty ``SecretStr`` value held by ``models`` (nested models included)."""
+    found: list[str] = []
+    for model in models:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                found.append(value.get_secret_value())
+            elif isinstance(value, BaseModel):
+                found.extend(secret_values(value))
+    return found
 
 
 class SecretScrubber(logging.Filter):
@@ -102,7 +116,7 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(
                 timespec="milliseconds"
             ),
             "level": record.levelname.lower(),
@@ -132,8 +146,19 @@ class _TextFormatter(logging.Formatter):
 _HANDLER_NAME = "darkmesh"
 
 
+class _ScrubbingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Scrubs the finished line too: tracebacks and reprs are built after the filter."""
+
+    def __init__(self, stream: Any, scrubber: SecretScrubber) -> None:
+        super().__init__(stream)
+        self.scrubber = scrubber
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.scrubber.scrub(super().format(record))
+
+
 def configure_logging(
-    format: Literal["json", "text"] = "json",  # noqa: A002 - the setting's own name
+    format: Literal["json", "text"] = "json",
     level: str | int = "INFO",
     *,
     secrets: Iterable[str | SecretStr] = (),
@@ -150,10 +175,11 @@ def configure_logging(
     if format not in ("json", "text"):
         raise ValueError(f"log format must be json or text, not {format!r}")
     values = [s.get_secret_value() if isinstance(s, SecretStr) else s for s in secrets]
-    handler = logging.StreamHandler(stream or sys.stderr)
+    scrubber = SecretScrubber(values)
+    handler = _ScrubbingHandler(stream or sys.stderr, scrubber)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JSONFormatter() if format == "json" else _TextFormatter())
-    handler.addFilter(SecretScrubber(values))
+    handler.addFilter(scrubber)
     root = logging.getLogger("darkmesh")
     for existing in list(root.handlers):
         if existing.get_name() == _HANDLER_NAME:

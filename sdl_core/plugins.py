@@ -132,7 +132,7 @@ def make_plugin_manager(
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         # exc.plugin is the plugin object; the message must name it as operators do.
-        name = pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin))
+        name = str(pm.get_name(exc.plugin) or getattr(exc.plugin, "__name__", repr(exc.plugin)))
         raise PluginLoadError(name, exc) from exc
     return pm
 
@@ -169,6 +169,19 @@ def _distinfo(pm: pluggy.PluginManager) -> list[tuple[str, importlib.metadata.Di
     return out
 
 
+def registration_records(impl: pluggy.HookImpl) -> list[Any]:
+    """The records one registration hookimpl returns, as a list.
+
+    A hookimpl that raises (often an import inside it failing) stops start-up with a
+    :class:`PluginLoadError` naming its plugin, like a plugin that fails to import.
+    """
+    try:
+        produced: Any = impl.function()
+        return list(produced or ())
+    except Exception as exc:
+        raise PluginLoadError(impl.plugin_name, exc) from exc
+
+
 class HostHooks:
     """Typed facade over ``pm.hook``: one method per hook, names checked unique."""
 
@@ -181,10 +194,7 @@ class HostHooks:
         records: list[Any] = []
         # pluggy calls implementations last-registered first; keep that order.
         for impl in reversed(hook.get_hookimpls()):
-            produced = impl.function()
-            if produced is None:
-                continue
-            for record in produced:
+            for record in registration_records(impl):
                 name = key(record)
                 if name in owners:
                     raise PluginConflictError(kind, name, owners[name], impl.plugin_name)
@@ -196,9 +206,9 @@ class HostHooks:
         """The plugin name that registered ``record_name`` through ``hook_name``."""
         hook = getattr(self.pm.hook, hook_name)
         for impl in hook.get_hookimpls():
-            for record in impl.function() or ():
+            for record in registration_records(impl):
                 if getattr(record, "name", None) == record_name:
-                    return impl.plugin_name
+                    return str(impl.plugin_name)
         return None
 
     def stores(self) -> list[StoreSpec]:
@@ -232,7 +242,7 @@ class HostHooks:
         # Several plugins may declare the same capability name; the first wins.
         seen: dict[str, CapabilitySpec] = {}
         for impl in reversed(self.pm.hook.darkmesh_register_capabilities.get_hookimpls()):
-            for record in impl.function() or ():
+            for record in registration_records(impl):
                 seen.setdefault(record.name, record)
         return list(seen.values())
 

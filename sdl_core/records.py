@@ -46,6 +46,7 @@ def parse_strength(value: Any, default: float = DEFAULT_STRENGTH) -> float:
 
 
 def clamp01(value: float) -> float:
+    """``value`` limited to the closed interval [0, 1]."""
     return 0.0 if value < 0 else 1.0 if value > 1 else value
 
 

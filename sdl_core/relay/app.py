@@ -51,6 +51,11 @@ MAX_SAFE_INTEGER = 2**53
 #: Distinct template labels kept in metrics; further templates count as "other", so
 #: hostile publishers cannot blow up the metrics' cardinality.
 MAX_TEMPLATE_LABELS = 32
+#: A pull refreshes the puller's liveness at most this often. ``live_nodes`` looks back
+#: 60 s, so this costs no accuracy and spares the backend a write on every pull.
+TOUCH_INTERVAL_SECONDS = 5.0
+#: Entries kept by the touch throttle before it starts afresh (bounds its memory).
+MAX_TOUCH_ENTRIES = 10_000
 
 
 # ------------------------------------------------------------------ field parsing
@@ -173,6 +178,7 @@ class RelayRoutes:
     def __init__(self, relay: RelayHost) -> None:
         self.relay = relay
         self._template_labels: set[str] = set()
+        self._touched: dict[tuple[str, frozenset[str]], float] = {}
 
     @property
     def backend(self) -> Any:
@@ -185,6 +191,16 @@ class RelayRoutes:
             self._template_labels.add(template)
             return template
         return "other"
+
+    async def _touch(self, node_id: str, capabilities: list[str], now: float) -> None:
+        key = (node_id, frozenset(capabilities))
+        last = self._touched.get(key)
+        if last is not None and now - last < TOUCH_INTERVAL_SECONDS:
+            return
+        if len(self._touched) >= MAX_TOUCH_ENTRIES:
+            self._touched.clear()
+        await self.backend.touch_node(node_id, capabilities, now)
+        self._touched[key] = now
 
     # ---------------------------------------------------------------- handlers
 
@@ -298,7 +314,7 @@ class RelayRoutes:
         wait = _wait(data, self.relay.settings.max_wait_seconds)
         bind(request_identity(request), node_id, "node_id")
         now = time.time()
-        await self.backend.touch_node(node_id, capabilities, now)
+        await self._touch(node_id, capabilities, now)
         result = await self.backend.pull(node_id, capabilities, cursor, limit, wait, now)
         return _ok({
             "node_id": node_id, "cursor": result.cursor, "posts": result.posts,
@@ -467,4 +483,4 @@ def create_relay_app(relay: RelayHost) -> Starlette:
     return app
 
 
-__all__: Sequence[str] = ["create_relay_app", "relay_route_specs", "RelayRoutes"]
+__all__: Sequence[str] = ["RelayRoutes", "create_relay_app", "relay_route_specs"]

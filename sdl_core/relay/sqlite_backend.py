@@ -13,6 +13,7 @@ another process writing the same file is noticed by a short polling fallback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sqlite3
 import time
@@ -278,10 +279,10 @@ class SqliteRelayBackend:
         deadline = Deadline(wait)
         while True:
             version = self._posts_changed.version
-            at = now + deadline.elapsed()
-            out_cursor, posts = await self._run(
-                lambda conn: self._select(conn, node_id, caps, cursor, limit, at)
-            )
+            out_cursor, posts = await self._run(functools.partial(
+                self._select, node_id=node_id, caps=caps, cursor=cursor, limit=limit,
+                now=now + deadline.elapsed(),
+            ))
             if posts or deadline.remaining() <= 0:
                 return PullResult(cursor=out_cursor, posts=posts, epoch=self._epoch)
             cursor = out_cursor

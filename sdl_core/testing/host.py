@@ -59,7 +59,7 @@ def make_host(
     settings: NodeSettings | None = None,
     builtins: Iterable[str] = TEST_BUILTINS,
     tables: Mapping[str, Mapping[str, Any]] | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport_override: httpx.AsyncBaseTransport | None = None,
     **overrides: Any,
 ) -> Host:
     """A fresh, unstarted :class:`~sdl_core.Host`.
@@ -69,7 +69,8 @@ def make_host(
     :param settings: complete node settings; when given, ``overrides`` must be empty.
     :param builtins: core entry-point names to load (default: memory store, HTTP).
     :param tables: settings-file tables (``{"warm_intro": {...}}``) for plugin settings.
-    :param transport: outbound transport override (``httpx.MockTransport``, the mesh).
+    :param transport_override: an outbound transport object used instead of the
+        ``transport`` setting's plugin (``httpx.MockTransport``, the in-process mesh).
     :param overrides: node settings fields; defaults from :func:`node_overrides`
         (memory store, hmac mode with test keys, no listener) and a temporary
         ``data_dir`` removed when the host is garbage-collected.
@@ -84,7 +85,7 @@ def make_host(
             values["data_dir"] = scratch.name
         settings = load_settings(NodeSettings, tables or {}, overrides=values)
     pm = make_plugin_manager(only=set(builtins), plugins=plugins, environ={})
-    host = Host(pm, settings, tables or {}, transport=transport)
+    host = Host(pm, settings, tables or {}, transport=transport_override)
     # Keeps the scratch directory alive exactly as long as the host.
     host._testing_scratch = scratch  # type: ignore[attr-defined]
     return host

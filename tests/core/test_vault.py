@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -76,7 +77,7 @@ async def test_database_file_holds_no_plaintext(tmp_path: Path) -> None:
     conn = sqlite3.connect(db)
     sealed = [row[0] for row in conn.execute("SELECT sealed FROM vault_records")]
     conn.close()
-    assert len(set(s[:12] for s in sealed)) == len(sealed) == 2
+    assert len({s[:12] for s in sealed}) == len(sealed) == 2
 
 
 @pytest.mark.asyncio
@@ -347,3 +348,20 @@ async def test_vault_plugin_factory_uses_node_settings(tmp_path: Path,
     store = host.build(spec, "darkmesh_register_stores")
     assert store.status()["key_source"] == "passphrase"
     await store.close()
+
+
+@pytest.mark.asyncio
+async def test_writes_racing_a_rotation_stay_readable(tmp_path: Path) -> None:
+    db, key = tmp_path / "vault.db", tmp_path / "k"
+    vault = VaultStore.open(db, key_file=key)
+    await vault.upsert("contacts", contacts(2000, "base"))
+    batches = [contacts(300, f"b{n}-") for n in range(6)]
+    await asyncio.gather(vault.rotate_key(), *(vault.upsert("contacts", b) for b in batches),
+                         vault.rotate_key())
+    assert vault.key_version == 3
+    await vault.close()
+    again = VaultStore.open(db, key_file=key)
+    records = await collect(again, "contacts")
+    assert len(records) == await again.count("contacts") == 2000 + 6 * 300
+    assert records[:2000] == contacts(2000, "base")
+    await again.close()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sdl_core import VerificationFailed
-
 from darkmesh_aauth.sfv import Token, serialize_dictionary
+from sdl_core import VerificationFailed
 
 _ERRORS: dict[str, tuple[str, ...]] = {
     "invalid_request": ("signature_key_missing", "signature_key_malformed", "signature_missing",

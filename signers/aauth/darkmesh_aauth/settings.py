@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from sdl_core import DarkmeshSettings
 
@@ -101,12 +101,13 @@ class AAuthSettings(DarkmeshSettings):
         ),
         description="trust registry of the relay (default: trusted_agents_file)",
     )
-    authorities: list[str] = Field(
+    # NoDecode: the environment gives `a,b` (split below), not JSON.
+    authorities: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="host[:port] values a node accepts as @authority, comma-separated, "
         "at most 4 (default: from listen_url)",
     )
-    relay_authorities: list[str] = Field(
+    relay_authorities: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         validation_alias=AliasChoices("relay_authorities", "DARKMESH_RELAY_AAUTH_AUTHORITIES"),
         description="host[:port] values a relay accepts as @authority, at most 4 "

@@ -11,8 +11,14 @@ from typing import Any
 import http_sf
 from http_sf import Token
 
-__all__ = ["SFError", "Token", "parse_dictionary", "serialize_dictionary", "serialize_member",
-           "serialize_item"]
+__all__ = [
+    "SFError",
+    "Token",
+    "parse_dictionary",
+    "serialize_dictionary",
+    "serialize_item",
+    "serialize_member",
+]
 
 
 class SFError(ValueError):

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
 
-import pysodium
+import pysodium  # type: ignore[import-untyped]  # no stubs upstream
 
 from sdl_core import normalise_identifier
 

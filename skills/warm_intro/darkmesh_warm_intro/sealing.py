@@ -260,3 +260,13 @@ class KeyPins:
             for key, value in self.state.items(PIN_CHANGE_PREFIX)
         ]
         return {"pinned": pins, "pending_changes": changes}
+
+
+def is_v2_envelope(payload_b64: str) -> bool:
+    """Whether a mailbox payload looks like a v2 sealed envelope (cheap, no crypto)."""
+    try:
+        envelope = json.loads(base64.b64decode(payload_b64.encode("ascii"), validate=True))
+    except (binascii.Error, UnicodeError, ValueError, AttributeError):
+        return False
+    return (isinstance(envelope, dict) and envelope.get("v") == SEAL_VERSION
+            and envelope.get("kind") in MESSAGE_KINDS and "ct" in envelope)

@@ -8,6 +8,7 @@ only ``created``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -86,6 +87,8 @@ class NeotomaClient:
         self.discovered_issuer: str | None = None
         #: Set by the admission probe; ``auto`` reads sign only once admitted.
         self.admitted: bool | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ basics
 
@@ -93,11 +96,20 @@ class NeotomaClient:
     def base_url(self) -> str:
         return self.settings.url
 
-    def _client(self, timeout: float) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.base_url, transport=self._transport, timeout=timeout,
-            follow_redirects=False,
-        )
+    def _client(self) -> httpx.AsyncClient:
+        """One pooled client per event loop (a CLI run and a node each have one loop)."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http.is_closed or self._loop is not loop:
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url, transport=self._transport, follow_redirects=False,
+            )
+            self._loop = loop
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None and self._loop is asyncio.get_running_loop():
+            await self._http.aclose()
+        self._http = None
 
     def _bearer_headers(self) -> dict[str, str]:
         token = self.settings.bearer()
@@ -109,8 +121,9 @@ class NeotomaClient:
         if self._authority:
             return self._authority
         try:
-            async with self._client(self.settings.probe_timeout_seconds) as client:
-                response = await client.get(WELL_KNOWN)
+            response = await self._client().get(
+                WELL_KNOWN, timeout=self.settings.probe_timeout_seconds
+            )
             if response.status_code == 200:
                 issuer = response.json().get("issuer")
                 if isinstance(issuer, str) and issuer.strip():
@@ -162,14 +175,14 @@ class NeotomaClient:
         if bearer:
             headers.update(self._bearer_headers())
         auth: httpx.Auth | None = await self.signed_auth() if signed else None
+        client = self._client()
         try:
-            async with self._client(timeout) as client:
-                request = client.build_request(
-                    method, path, content=content, headers=headers, params=params
-                )
-                return await client.send(request, auth=auth) if auth else await client.send(
-                    request
-                )
+            request = client.build_request(
+                method, path, content=content, headers=headers, params=params, timeout=timeout
+            )
+            if auth is not None:
+                return await client.send(request, auth=auth)
+            return await client.send(request)
         except httpx.HTTPError as exc:
             raise NeotomaUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
@@ -269,8 +282,9 @@ class NeotomaClient:
 
     async def well_known(self) -> dict[str, Any] | None:
         try:
-            async with self._client(self.settings.probe_timeout_seconds) as client:
-                response = await client.get(WELL_KNOWN)
+            response = await self._client().get(
+                WELL_KNOWN, timeout=self.settings.probe_timeout_seconds
+            )
             data = response.json() if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return None

@@ -122,10 +122,9 @@ async def post_json(
     try:
         async with ctx.host.http_client(
             role="node", timeout=PEER_TIMEOUT_SECONDS, sign=plan.sign
-        ) as client:
-            async with client.stream("POST", url, json=body, headers=plan.headers) as response:
-                raw = await _read_capped(response)
-                status = response.status_code
+        ) as client, client.stream("POST", url, json=body, headers=plan.headers) as response:
+            raw = await _read_capped(response)
+            status = response.status_code
     except httpx.TimeoutException:
         raise PeerCallFailed(f"timeout after {PEER_TIMEOUT_SECONDS:g}s") from None
     except httpx.HTTPError as exc:

@@ -1,0 +1,199 @@
+"""Relay benchmark: publish+pull round trips per second against a real relay process.
+
+Each backend runs in its own Hypercorn subprocess on 127.0.0.1 (the same launcher the
+end-to-end tests use). Per backend and concurrency level, workers loop for a bounded
+time doing one publish followed by one pull from their cursor; we report round trips
+per second and latency percentiles, plus the wake-up latency of a parked long-poll.
+The baseline, measured in the same run, is a plain ``GET /health`` loop on the memory
+relay: the cost of HTTP and the framework with no backend work.
+
+Usage::
+
+    python bench/relay.py                       # sqlite and memory, 5 s each
+    python bench/relay.py --backends sqlite --duration 3 --concurrency 1,16
+
+Adding a backend (e.g. Redis) means one entry in ``BACKENDS``: a function returning
+the :class:`RelayProcess` that serves it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sdl_core.testing.relay_process import RelayProcess
+
+KEY = "bench-relay-key"
+
+
+def memory_relay(data_dir: Path) -> RelayProcess:
+    return RelayProcess(backend="memory", data_dir=data_dir, key=KEY)
+
+
+def sqlite_relay(data_dir: Path) -> RelayProcess:
+    return RelayProcess(backend="sqlite", data_dir=data_dir, key=KEY)
+
+
+#: Backend name -> factory of the relay process serving it.
+BACKENDS: dict[str, Callable[[Path], RelayProcess]] = {
+    "memory": memory_relay,
+    "sqlite": sqlite_relay,
+}
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(name: str, backend: str, concurrency: int, count: int, elapsed: float,
+            latencies: list[float]) -> dict[str, Any]:
+    return {
+        "name": name, "backend": backend, "concurrency": concurrency,
+        "operations": count, "seconds": round(elapsed, 3),
+        "per_second": round(count / elapsed, 1) if elapsed else 0.0,
+        "latency_ms": {
+            "p50": round(percentile(latencies, 0.5) * 1000, 3),
+            "p95": round(percentile(latencies, 0.95) * 1000, 3),
+            "p99": round(percentile(latencies, 0.99) * 1000, 3),
+        },
+    }
+
+
+def post_body(worker: int, index: int) -> dict[str, Any]:
+    return {"relay_key": KEY, "request_id": f"w{worker}-{index}",
+            "requester_id": f"bench-pub-{worker}", "requester_url": "http://localhost:8001",
+            "template": "warm_intro_v1", "response_token": "t" * 32, "ttl_seconds": 300,
+            "target": {"company": "Company X", "role": "Business Development"},
+            "psi": {"protocol": "dh-psi-v1", "x_values": ["ab" * 256] * 4}}
+
+
+async def round_trips(url: str, backend: str, concurrency: int, duration: float) -> dict[str, Any]:
+    """Workers loop publish -> pull(cursor) until ``duration`` passes."""
+    latencies: list[float] = []
+    count = 0
+    stop_at = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+
+    async def worker(client: httpx.AsyncClient, number: int) -> None:
+        nonlocal count
+        cursor, index = 0, 0
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            published = await client.post("/darkmesh/relay/posts", json=post_body(number, index))
+            published.raise_for_status()
+            pulled = await client.post("/darkmesh/relay/posts/pull", json={
+                "relay_key": KEY, "node_id": f"bench-sub-{number}", "cursor": cursor,
+                "limit": 100,
+            })
+            pulled.raise_for_status()
+            cursor = int(pulled.json()["cursor"])
+            latencies.append(time.perf_counter() - started)
+            count += 1
+            index += 1
+
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client, n) for n in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return summary("publish+pull", backend, concurrency, count, elapsed, latencies)
+
+
+async def health_loop(url: str, backend: str, duration: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + duration
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        started = time.perf_counter()
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            (await client.get("/darkmesh/relay/health")).raise_for_status()
+            latencies.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - started
+    return summary("baseline: GET health", backend, 1, len(latencies), elapsed, latencies)
+
+
+async def wake_latency(url: str, backend: str, rounds: int = 10) -> dict[str, Any]:
+    """Publish-to-return time of a parked long-poll, publish made by a second client."""
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as puller, \
+            httpx.AsyncClient(base_url=url, timeout=30) as publisher:
+        # Start above every seq so far: the seq of a fresh publish is the highest.
+        first = await publisher.post("/darkmesh/relay/posts", json=post_body(999, -1))
+        cursor = int(first.json()["seq"])
+        for index in range(rounds):
+            pull = asyncio.create_task(puller.post("/darkmesh/relay/posts/pull", json={
+                "relay_key": KEY, "node_id": "waker", "cursor": cursor, "wait": 10,
+            }))
+            await asyncio.sleep(0.1)
+            t0 = time.perf_counter()
+            await publisher.post("/darkmesh/relay/posts", json=post_body(999, index))
+            reply = await pull
+            latencies.append(time.perf_counter() - t0)
+            cursor = int(reply.json()["cursor"])
+    result = summary("long-poll wake (publish to return)", backend, 1, rounds,
+                     sum(latencies), latencies)
+    result["latency_ms"]["max"] = round(max(latencies) * 1000, 3)
+    result["latency_ms"]["mean"] = round(statistics.mean(latencies) * 1000, 3)
+    del result["per_second"]
+    return result
+
+
+def run(backends: list[str], duration: float, concurrency: list[int]) -> dict[str, Any]:
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="darkmesh-bench-") as scratch:
+        with memory_relay(Path(scratch) / "baseline") as baseline:
+            results.append(asyncio.run(health_loop(baseline.url, "memory", duration)))
+        for name in backends:
+            with BACKENDS[name](Path(scratch) / name) as relay:
+                for level in concurrency:
+                    results.append(asyncio.run(round_trips(relay.url, name, level, duration)))
+                results.append(asyncio.run(wake_latency(relay.url, name)))
+    return {"machine": machine(), "duration_seconds": duration, "results": results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="sqlite,memory",
+                        help=f"comma-separated, from: {', '.join(BACKENDS)}")
+    parser.add_argument("--duration", type=float, default=5.0,
+                        help="seconds per measurement (bounded)")
+    parser.add_argument("--concurrency", default="1,8",
+                        help="comma-separated worker counts")
+    args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        parser.error(f"unknown backend {unknown[0]!r}; choose from: {', '.join(BACKENDS)}")
+    if not 0 < args.duration <= 60:
+        parser.error("--duration must be in (0, 60] seconds")
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    print(json.dumps(run(backends, args.duration, levels), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

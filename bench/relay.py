@@ -9,11 +9,13 @@ relay: the cost of HTTP and the framework with no backend work.
 
 Usage::
 
-    python bench/relay.py                       # sqlite and memory, 5 s each
+    python bench/relay.py                       # sqlite, memory (+ redis, redis-2), 5 s each
     python bench/relay.py --backends sqlite --duration 3 --concurrency 1,16
+    python bench/relay.py --backends sqlite,redis,redis-2
 
-Adding a backend (e.g. Redis) means one entry in ``BACKENDS``: a function returning
-the :class:`RelayProcess` that serves it.
+Adding a backend means one entry in ``BACKENDS``: a function returning the
+:class:`RelayProcess` that serves it (or an object with ``url`` and ``urls`` for several
+relay processes on shared data, as ``redis-2``: two relays on one redis-server).
 """
 
 from __future__ import annotations
@@ -46,11 +48,73 @@ def sqlite_relay(data_dir: Path) -> RelayProcess:
     return RelayProcess(backend="sqlite", data_dir=data_dir, key=KEY)
 
 
-#: Backend name -> factory of the relay process serving it.
-BACKENDS: dict[str, Callable[[Path], RelayProcess]] = {
+class RedisRelays:
+    """A redis-server (append-only, fsync on every write, as sqlite's synchronous=FULL)
+    plus ``processes`` relay processes sharing it: the scaled-out deployment of
+    darkmesh-redis. ``url`` is the first relay; ``urls`` lists them all."""
+
+    def __init__(self, data_dir: Path, processes: int) -> None:
+        from darkmesh_redis.testing import RedisServer, make_settings, settings_env
+
+        self.redis = RedisServer(data_dir / "redis", appendonly=True)
+        env = settings_env(make_settings(self.redis.url, socket_timeout_seconds=5.0))
+        self.relays = [
+            RelayProcess(backend="redis", data_dir=data_dir / f"relay{n}", key=KEY,
+                         plugins=("darkmesh-redis",), env=env)
+            for n in range(processes)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.relays[0].url
+
+    @property
+    def urls(self) -> list[str]:
+        return [relay.url for relay in self.relays]
+
+    def __enter__(self) -> RedisRelays:
+        self.redis.start()
+        try:
+            for relay in self.relays:
+                relay.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for relay in self.relays:
+            relay.stop()
+        self.redis.stop()
+
+
+def redis_relay(data_dir: Path) -> RedisRelays:
+    return RedisRelays(data_dir, processes=1)
+
+
+def redis_two_relays(data_dir: Path) -> RedisRelays:
+    return RedisRelays(data_dir, processes=2)
+
+
+#: Backend name -> factory of the relay process(es) serving it.
+BACKENDS: dict[str, Callable[[Path], Any]] = {
     "memory": memory_relay,
     "sqlite": sqlite_relay,
+    "redis": redis_relay,
+    "redis-2": redis_two_relays,
 }
+
+
+def default_backends() -> str:
+    """sqlite and memory; the Redis variants too when redis-server and darkmesh-redis are
+    installed, so one run compares them."""
+    import importlib.util
+    import shutil
+
+    names = ["sqlite", "memory"]
+    if shutil.which("redis-server") and importlib.util.find_spec("darkmesh_redis"):
+        names += ["redis", "redis-2"]
+    return ",".join(names)
 
 
 def machine() -> dict[str, Any]:
@@ -162,6 +226,77 @@ async def wake_latency(url: str, backend: str, rounds: int = 10) -> dict[str, An
     return result
 
 
+async def round_trips_across(urls: list[str], backend: str, concurrency: int,
+                             duration: float) -> dict[str, Any]:
+    """Like :func:`round_trips` over several relay processes on shared data: worker ``n``
+    publishes through relay ``n`` and pulls through the next one, so every round trip
+    crosses processes and the load is spread as a load balancer would."""
+    latencies: list[float] = []
+    count = 0
+    stop_at = time.perf_counter() + duration
+    limits = httpx.Limits(max_connections=concurrency * 2,
+                          max_keepalive_connections=concurrency * 2)
+
+    async def worker(clients: list[httpx.AsyncClient], number: int) -> None:
+        nonlocal count
+        publisher = clients[number % len(clients)]
+        puller = clients[(number + 1) % len(clients)]
+        cursor, index = 0, 0
+        while time.perf_counter() < stop_at:
+            started = time.perf_counter()
+            published = await publisher.post("/darkmesh/relay/posts",
+                                             json=post_body(number, index))
+            published.raise_for_status()
+            pulled = await puller.post("/darkmesh/relay/posts/pull", json={
+                "relay_key": KEY, "node_id": f"bench-sub-{number}", "cursor": cursor,
+                "limit": 100,
+            })
+            pulled.raise_for_status()
+            cursor = int(pulled.json()["cursor"])
+            latencies.append(time.perf_counter() - started)
+            count += 1
+            index += 1
+
+    clients = [httpx.AsyncClient(base_url=url, timeout=30, limits=limits) for url in urls]
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(clients, n) for n in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    finally:
+        for client in clients:
+            await client.aclose()
+    result = summary("publish+pull", backend, concurrency, count, elapsed, latencies)
+    result["relay_processes"] = len(urls)
+    return result
+
+
+async def wake_latency_across(urls: list[str], backend: str, rounds: int = 10) -> dict[str, Any]:
+    """:func:`wake_latency` with the long-poll parked on the last relay process and the
+    publish made through the first."""
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=urls[-1], timeout=30) as puller, \
+            httpx.AsyncClient(base_url=urls[0], timeout=30) as publisher:
+        first = await publisher.post("/darkmesh/relay/posts", json=post_body(999, -1))
+        cursor = int(first.json()["seq"])
+        for index in range(rounds):
+            pull = asyncio.create_task(puller.post("/darkmesh/relay/posts/pull", json={
+                "relay_key": KEY, "node_id": "waker", "cursor": cursor, "wait": 10,
+            }))
+            await asyncio.sleep(0.1)
+            t0 = time.perf_counter()
+            await publisher.post("/darkmesh/relay/posts", json=post_body(999, index))
+            reply = await pull
+            latencies.append(time.perf_counter() - t0)
+            cursor = int(reply.json()["cursor"])
+    result = summary("long-poll wake across relays (publish on 1, pull on 2)", backend, 1,
+                     rounds, sum(latencies), latencies)
+    result["latency_ms"]["max"] = round(max(latencies) * 1000, 3)
+    result["latency_ms"]["mean"] = round(statistics.mean(latencies) * 1000, 3)
+    result["relay_processes"] = len(urls)
+    del result["per_second"]
+    return result
+
+
 def run(backends: list[str], duration: float, concurrency: list[int]) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="darkmesh-bench-") as scratch:
@@ -169,15 +304,24 @@ def run(backends: list[str], duration: float, concurrency: list[int]) -> dict[st
             results.append(asyncio.run(health_loop(baseline.url, "memory", duration)))
         for name in backends:
             with BACKENDS[name](Path(scratch) / name) as relay:
+                urls = list(getattr(relay, "urls", [relay.url]))
                 for level in concurrency:
-                    results.append(asyncio.run(round_trips(relay.url, name, level, duration)))
-                results.append(asyncio.run(wake_latency(relay.url, name)))
+                    if len(urls) > 1:
+                        results.append(asyncio.run(
+                            round_trips_across(urls, name, level, duration)))
+                    else:
+                        results.append(asyncio.run(round_trips(relay.url, name, level,
+                                                               duration)))
+                if len(urls) > 1:
+                    results.append(asyncio.run(wake_latency_across(urls, name)))
+                else:
+                    results.append(asyncio.run(wake_latency(relay.url, name)))
     return {"machine": machine(), "duration_seconds": duration, "results": results}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default="sqlite,memory",
+    parser.add_argument("--backends", default=default_backends(),
                         help=f"comma-separated, from: {', '.join(BACKENDS)}")
     parser.add_argument("--duration", type=float, default=5.0,
                         help="seconds per measurement (bounded)")

@@ -1,5 +1,10 @@
 """Darkmesh core: the public API plugins import from. Nothing else is public."""
 
+from sdl_core.auth import bind
+from sdl_core.auth import bind_owner
+from sdl_core.auth import node_json
+from sdl_core.auth import request_body
+from sdl_core.auth import request_identity
 from sdl_core.errors import ConfigError
 from sdl_core.errors import DarkmeshError
 from sdl_core.errors import HTTPProblem
@@ -105,11 +110,16 @@ __all__ = [
     "VerifiedAgent",
     "Verifier",
     "VerifierSpec",
+    "bind",
+    "bind_owner",
     "clamp01",
     "hookimpl",
     "make_plugin_manager",
+    "node_json",
     "normalise_email",
     "normalise_identifier",
     "parse_strength",
     "record_key",
+    "request_body",
+    "request_identity",
 ]

@@ -288,6 +288,7 @@ def request_body(request: Request) -> bytes:
 
 
 def request_identity(request: Request) -> Identity:
+    """The :class:`Identity` the guard attached to ``request`` (public when none)."""
     return getattr(request.state, "identity", Identity(scheme="public"))
 
 

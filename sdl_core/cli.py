@@ -253,6 +253,8 @@ def node_serve(ctx: click.Context, node_id: str | None, bind_host: str | None,
     _configure_logging(state, host.settings.log_format, host)
     for warning in host.config_warnings:
         click.echo(f"warning: {warning}", err=True)
+    # The operator opens the dashboard with this link (its secret lives in memory only).
+    click.echo(app.state.dashboard.banner())
     _run(app, host.settings.host, host.settings.port)
 
 

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from sdl_core import node_models as m
 from sdl_core.auth import guard, node_json
 from sdl_core.catalog import all_spec_names, plugin_listing
+from sdl_core.dashboard import DashboardAccess, dashboard_routes
 from sdl_core.errors import HTTPProblem, StartupError
 from sdl_core.http import EXCEPTION_HANDLERS
 from sdl_core.logging import RequestIdMiddleware
@@ -170,8 +171,10 @@ def _skill_path(skill_name: str, path: str) -> str:
     return f"{SKILL_PREFIX}/{skill_name}{path}"
 
 
-def route_table(host: Host) -> list[MountedRoute]:
-    """Every route the node serves, checked: core, skills, then signer/verifier routes.
+def route_table(host: Host, *, dashboard: DashboardAccess | None = None) -> list[MountedRoute]:
+    """Every route the node serves, checked: core, dashboard, skills, then signer/verifier
+    routes. ``dashboard`` holds the dashboard's login secret and sessions (a fresh one
+    when not given).
 
     :raises StartupError: naming the skill (or piece) and path of a route without a
         valid capability, or a path served twice.
@@ -179,6 +182,9 @@ def route_table(host: Host) -> list[MountedRoute]:
     host.prepare()
     table = [MountedRoute(path=spec.path, spec=spec, owner="darkmesh-sdl")
              for spec in core_routes(host)]
+    access = dashboard or DashboardAccess.for_settings(host.settings)
+    table.extend(MountedRoute(path=spec.path, spec=spec, owner="darkmesh-sdl")
+                 for spec in dashboard_routes(host, access))
     for name, skill in host.skills.items():
         for spec in skill.routes():
             table.append(MountedRoute(path=_skill_path(name, spec.path), spec=spec,
@@ -203,8 +209,13 @@ def route_table(host: Host) -> list[MountedRoute]:
 
 
 def create_node_app(host: Host, *, middleware: Sequence[Middleware] = ()) -> Starlette:
-    """The node's ASGI app. Prepares ``host`` now; its lifespan starts and stops it."""
-    table = route_table(host)
+    """The node's ASGI app. Prepares ``host`` now; its lifespan starts and stops it.
+
+    ``app.state.dashboard`` is the dashboard's :class:`~sdl_core.dashboard.DashboardAccess`
+    (``darkmesh node serve`` prints its login URL).
+    """
+    dashboard = DashboardAccess.for_settings(host.settings)
+    table = route_table(host, dashboard=dashboard)
     routes = [
         Route(
             mounted.path,
@@ -231,6 +242,7 @@ def create_node_app(host: Host, *, middleware: Sequence[Middleware] = ()) -> Sta
     )
     app.state.host = host
     app.state.route_table = table
+    app.state.dashboard = dashboard
     return app
 
 

@@ -154,6 +154,18 @@ class NodeSettings(DarkmeshSettings):
     dashboard_secret: SecretStr = Field(
         default=SecretStr(""), description="operator session secret for /darkmesh/ui"
     )
+    dashboard_loopback_only: bool = Field(
+        default=True,
+        description="refuse /darkmesh/ui to non-loopback clients unless dashboard_secret is set",
+    )
+    dashboard_session_ttl_seconds: float = Field(
+        default=12 * 3600.0, gt=0, le=30 * 86400,
+        description="lifetime of a dashboard login session",
+    )
+    mcp_allow_approve: bool = Field(
+        default=False,
+        description="let `darkmesh mcp` expose the approve/decline tools to agents",
+    )
     log_format: Literal["json", "text"] = Field(default="json", description="log line format")
 
     @model_validator(mode="after")

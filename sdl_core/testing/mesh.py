@@ -74,6 +74,12 @@ class InProcessMesh:
     :param builtins: core entry points each node loads (default: memory store, HTTP).
     :param listener: run each node's relay listener (default True).
     :param relay_plugins: temporary plugin objects installed on the relay.
+    :param node_tables: per-node settings-file tables, by node id, merged over ``tables``
+        table by table (a node's own ``[aauth]`` key and registry, say).
+    :param relay_builtins: entry points the relay loads besides the memory backend
+        (``{"darkmesh-aauth"}`` for a verifying relay).
+    :param relay_overrides: relay settings overrides (``auth_mode``, ``key``, ...).
+    :param relay_tables: settings-file tables of the relay (``{"aauth": {...}}``).
     """
 
     def __init__(
@@ -87,6 +93,10 @@ class InProcessMesh:
         builtins: Iterable[str] = TEST_BUILTINS,
         listener: bool = True,
         relay_plugins: Sequence[object] = (),
+        node_tables: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+        relay_builtins: Iterable[str] = (),
+        relay_overrides: Mapping[str, Any] | None = None,
+        relay_tables: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.node_ids = list(node_ids)
         if len(set(self.node_ids)) != len(self.node_ids):
@@ -98,6 +108,11 @@ class InProcessMesh:
         self._builtins = frozenset(builtins)
         self._listener = listener
         self._relay_plugins = list(relay_plugins)
+        self._node_tables = {k: {t: dict(v) for t, v in tables_.items()}
+                             for k, tables_ in (node_tables or {}).items()}
+        self._relay_builtins = frozenset(relay_builtins)
+        self._relay_overrides = dict(relay_overrides or {})
+        self._relay_tables = {k: dict(v) for k, v in (relay_tables or {}).items()}
         self.transport = MeshTransport()
         self.relay: RelayHost | None = None
         self.relay_app: Starlette | None = None
@@ -110,13 +125,13 @@ class InProcessMesh:
     def _build_relay(self) -> RelayHost:
         from sdl_core.relay.app import create_relay_app
 
-        pm = make_plugin_manager(only={"darkmesh-sdl.memory"}, plugins=self._relay_plugins,
-                                 environ={})
-        settings = load_settings(RelaySettings, {}, overrides={
+        pm = make_plugin_manager(only={"darkmesh-sdl.memory", *self._relay_builtins},
+                                 plugins=self._relay_plugins, environ={})
+        settings = load_settings(RelaySettings, self._relay_tables, overrides={
             "backend": "memory", "auth_mode": "hmac", "key": MESH_RELAY_KEY,
-            "public_url": RELAY_URL,
+            "public_url": RELAY_URL, **self._relay_overrides,
         })
-        relay = RelayHost(pm, settings)
+        relay = RelayHost(pm, settings, self._relay_tables)
         self.relay_app = create_relay_app(relay)
         self.transport.add(RELAY_HOST, self.relay_app)
         return relay
@@ -136,7 +151,10 @@ class InProcessMesh:
         }
         values.update(self._common)
         values.update(self._node_overrides.get(node_id, {}))
-        host = make_host(*self._plugins, builtins=self._builtins, tables=self._tables,
+        tables: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (self._tables or {}).items()}
+        for name, table in self._node_tables.get(node_id, {}).items():
+            tables[name] = {**tables.get(name, {}), **table}
+        host = make_host(*self._plugins, builtins=self._builtins, tables=tables,
                          transport_override=self.transport, node_id=node_id, **values)
         app = create_node_app(host)
         self.apps[node_id] = app
@@ -183,18 +201,24 @@ class InProcessMesh:
     # ------------------------------------------------------------------ helpers
 
     def client(self, node_id: str, *, key: str = TEST_NODE_KEY, **kwargs: Any) -> httpx.AsyncClient:
-        """An httpx client for ``node_id``'s operator (node key in ``X-Darkmesh-Key``)."""
+        """An httpx client for ``node_id``'s operator (node key in ``X-Darkmesh-Key``).
+
+        ``key=""`` sends no shared key (pass ``auth=`` to sign instead).
+        """
         if node_id not in self.apps:
             raise KeyError(f"no node {node_id!r} in this mesh; nodes: {', '.join(self.node_ids)}")
-        headers = {"X-Darkmesh-Key": key, **kwargs.pop("headers", {})}
+        headers = {"X-Darkmesh-Key": key} if key else {}
+        headers.update(kwargs.pop("headers", {}))
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.apps[node_id]),
                                  base_url=node_url(node_id), headers=headers, **kwargs)
 
-    def relay_client(self, **kwargs: Any) -> httpx.AsyncClient:
-        """An httpx client for the relay (relay key in ``X-Darkmesh-Key``)."""
+    def relay_client(self, *, key: str = MESH_RELAY_KEY, **kwargs: Any) -> httpx.AsyncClient:
+        """An httpx client for the relay (relay key in ``X-Darkmesh-Key``; ``key=""``
+        sends none)."""
         if self.relay_app is None:
             raise RuntimeError("the mesh is not running")
-        headers = {"X-Darkmesh-Key": MESH_RELAY_KEY, **kwargs.pop("headers", {})}
+        headers = {"X-Darkmesh-Key": key} if key else {}
+        headers.update(kwargs.pop("headers", {}))
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.relay_app),
                                  base_url=RELAY_URL, headers=headers, **kwargs)
 

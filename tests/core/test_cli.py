@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import stat
 import textwrap
-import threading
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,8 @@ from sdl_core.cli import main
 from sdl_core.node_app import create_node_app
 from sdl_core.plugins import BUILTIN_PREFIX, _entry_points
 from sdl_core.testing.host import TEST_NODE_KEY, make_host
+from sdl_core.testing.relay_process import free_port
+from sdl_core.testing.served import served_app
 
 pytestmark = pytest.mark.usefixtures("darkmesh_clean_env")
 
@@ -259,46 +259,13 @@ def _vault_pm() -> Any:
 # --------------------------------------------------------------------- status
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def live_node() -> Iterator[int]:
-    """A real node served by Hypercorn on 127.0.0.1 in a background thread."""
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
-    port = _free_port()
-    host = make_host(node_id="node_live", port=port)
-    app = create_node_app(host)
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    ready = threading.Event()
-
-    async def runner() -> None:
-        task = asyncio.ensure_future(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-        for _ in range(200):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.05):
-                    break
-            except OSError:
-                await asyncio.sleep(0.025)
-        ready.set()
-        await task
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(runner(),), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield port
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
-    loop.close()
+    """A real node served by Hypercorn on 127.0.0.1 (its lifespan starts the host)."""
+    port = free_port()
+    with served_app(create_node_app(make_host(node_id="node_live", port=port)),
+                    health_path="/darkmesh/health", port=port):
+        yield port
 
 
 def test_status_prints_health_and_integrations(live_node: int, tmp_path: Path) -> None:
@@ -324,7 +291,7 @@ def test_status_with_wrong_key_names_the_refusal(live_node: int, tmp_path: Path)
 def test_status_when_node_is_down_is_one_clear_line(tmp_path: Path) -> None:
     config = tmp_path / "darkmesh.toml"
     config.write_text('[node]\nnode_id = "node_a"\nnode_key = "k-123456"\n')
-    port = _free_port()
+    port = free_port()
     result = invoke(["--config", str(config), "status", "--url", f"http://127.0.0.1:{port}"])
     assert result.exit_code == 2
     assert result.output == (

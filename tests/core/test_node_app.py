@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.testclient import TestClient
+from sdl_core.testing.served import served_app
 
 import sdl_core.auth as auth_module
 from sdl_core import PUBLIC, RouteSpec, SignerSpec, SkillSpec, StartupError, hookimpl
@@ -305,7 +305,8 @@ def test_ingest_never_answers_500_to_hostile_bodies() -> None:
                                | json_values,
                                "records": st.lists(json_values, max_size=4) | json_values}),
     )
-    with TestClient(app) as tc:
+    with served_app(app, health_path="/darkmesh/health") as url, \
+            httpx.Client(base_url=url, timeout=10) as tc:
 
         @settings(max_examples=80, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow])
@@ -470,7 +471,8 @@ def test_lifespan_starts_and_stops_the_host() -> None:
     host = make_host(EchoPlugin())
     app = create_node_app(host)
     assert host.prepared and not host.started
-    with TestClient(app) as tc:
+    with served_app(app, health_path="/darkmesh/health") as url:
         assert host.started
-        assert tc.get("/darkmesh/skills/echo/echo", headers=KEY).json()["skill_started"] is True
+        echo = httpx.get(f"{url}/darkmesh/skills/echo/echo", headers=KEY, timeout=10)
+        assert echo.json()["skill_started"] is True
     assert not host.started

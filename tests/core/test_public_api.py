@@ -57,13 +57,18 @@ EXPECTED = [
     "VerifiedAgent",
     "Verifier",
     "VerifierSpec",
+    "bind",
+    "bind_owner",
     "clamp01",
     "hookimpl",
     "make_plugin_manager",
+    "node_json",
     "normalise_email",
     "normalise_identifier",
     "parse_strength",
     "record_key",
+    "request_body",
+    "request_identity",
 ]
 
 

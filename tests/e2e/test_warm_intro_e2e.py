@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from darkmesh_warm_intro.cluster import SKILL, LocalCluster, demo_rows
 
 pytestmark = pytest.mark.e2e

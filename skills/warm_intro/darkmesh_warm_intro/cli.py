@@ -44,15 +44,16 @@ def _node_table(ctx: click.Context) -> dict[str, Any]:
 
 def _signer_auth(ctx: click.Context, url: str) -> httpx.Auth | None:
     """The operator signer's ``httpx.Auth`` when a signer plugin is configured."""
-    root = ctx.find_root().obj
-    config = getattr(root, "config_file", lambda: None)()
-    try:
-        from sdl_core import Host
+    from sdl_core import DarkmeshError, Host
 
-        host = Host.create(config=config, pm=root.plugin_manager())
+    root = ctx.find_root().obj
+    if not hasattr(root, "plugin_manager") or not hasattr(root, "config_file"):
+        return None  # invoked outside the darkmesh root command: no settings, no plugins
+    try:
+        host = Host.create(config=root.config_file(), pm=root.plugin_manager())
         signer = host.build_signer()
-    except Exception:
-        return None
+    except DarkmeshError as exc:
+        raise IntroError(f"cannot load the operator signer: {exc}") from exc
     if signer is None or not signer.has_role("operator"):
         return None
     authority = httpx.URL(url).netloc.decode("ascii")
@@ -125,8 +126,8 @@ def _emit(data: Any, as_json: bool, lines: list[str]) -> None:
 
 
 def _candidate_lines(answer: dict[str, Any]) -> list[str]:
-    lines = [f"request {answer.get('request_id')}: {len(answer.get('candidates', []))} "
-             f"candidate(s), privacy cost {answer.get('privacy_cost')}"]
+    lines = [(f"request {answer.get('request_id')}: {len(answer.get('candidates', []))} "
+              f"candidate(s), privacy cost {answer.get('privacy_cost')}")]
     if answer.get("live_nodes") is not None:
         lines[0] += f", {answer.get('answered')}/{answer.get('live_nodes')} nodes answered"
     for c in answer.get("candidates", []):

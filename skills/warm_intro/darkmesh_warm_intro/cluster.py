@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -90,12 +90,17 @@ class LocalCluster:
     relay: subprocess.Popen[bytes] | None = None
     nodes: dict[str, NodeProcess] = field(default_factory=dict)
     plugins: tuple[str, ...] = ("darkmesh-warm-intro",)
+    #: Extra environment for the processes (e.g. ``DARKMESH_DISABLE_PLUGINS``).
+    env: dict[str, str] = field(default_factory=dict)
 
     def _environment(self) -> dict[str, str]:
         # The generated config is the whole truth: no DARKMESH_* of the caller's shell
-        # leaks in, and only this skill's plugin is loaded besides the core built-ins.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DARKMESH_", "NEOTOMA_"))}
+        # leaks in, and only this skill's plugin is loaded besides the core built-ins;
+        # the caller's DARKMESH_DISABLE_PLUGINS still blocks a broken plugin.
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("DARKMESH_", "NEOTOMA_")) or k == "DARKMESH_DISABLE_PLUGINS"}
         env["DARKMESH_LOAD_PLUGINS"] = ",".join(self.plugins)
+        env.update(self.env)
         return env
 
     def _spawn(self, config: Path, *args: str, log: Path) -> subprocess.Popen[bytes]:
@@ -220,7 +225,7 @@ class LocalCluster:
                 process.wait(timeout=5)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> LocalCluster:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

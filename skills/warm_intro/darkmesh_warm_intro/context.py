@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sdl_core import INTRO_REVEALED, Host, IntroRevealed, StateArea
-
 from darkmesh_warm_intro.matching import Contact, load_contacts
 from darkmesh_warm_intro.settings import WarmIntroSettings
+from sdl_core import INTRO_REVEALED, Host, IntroRevealed, StateArea
 
 FEATURE = "warm_intro"
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sdl_core import CommandSpec, SkillSpec, hookimpl
-
 from darkmesh_warm_intro.settings import WarmIntroSettings
+from sdl_core import CommandSpec, SkillSpec, hookimpl
 
 
 def _factory(host: Any, settings: Any) -> Any:

@@ -218,24 +218,31 @@ class KeyPins:
         entry = self.state.get(PIN_PREFIX + node_id)
         return b64d(entry["key"], "pinned key") if entry else None
 
-    def check(self, node_id: str, key: bytes) -> None:
-        """Pin ``key`` for ``node_id`` on first contact; refuse a different key.
+    def check(self, node_id: str, key: bytes) -> bool:
+        """Whether ``key`` is the pinned key of ``node_id``; False when none is pinned yet.
 
-        A changed key is recorded for the operator (``pending_changes``) and refused
-        with reason ``key_changed`` until :meth:`accept`.
+        A different key is recorded for the operator (``pending_changes``) and refused
+        with reason ``key_changed`` until :meth:`accept`. Nothing is pinned here: callers
+        :meth:`pin` once the message that carried the key was accepted, so a refused
+        message leaves no pin behind.
         """
-        entry = {"key": b64e(key), "fingerprint": fingerprint(key), "pinned_at": time.time()}
-        if self.state.put_if_absent(PIN_PREFIX + node_id, entry):
-            return
         pinned = self.pinned(node_id)
+        if pinned is None:
+            return False
         if pinned == key:
-            return
-        self.state.put(PIN_CHANGE_PREFIX + node_id, {**entry, "seen_at": entry.pop("pinned_at")})
+            return True
+        self.state.put(PIN_CHANGE_PREFIX + node_id,
+                       {"key": b64e(key), "fingerprint": fingerprint(key), "seen_at": time.time()})
         raise SealError(
             "key_changed",
             f"node {node_id!r} presented key {fingerprint(key)}, pinned is "
-            f"{fingerprint(pinned or b'')}; the operator must accept the change",
+            f"{fingerprint(pinned)}; the operator must accept the change",
         )
+
+    def pin(self, node_id: str, key: bytes) -> None:
+        """Pin ``key`` on first contact (a no-op when a pin exists)."""
+        entry = {"key": b64e(key), "fingerprint": fingerprint(key), "pinned_at": time.time()}
+        self.state.put_if_absent(PIN_PREFIX + node_id, entry)
 
     def accept(self, node_id: str) -> dict[str, Any] | None:
         """Accept the pending key change of ``node_id``; returns the new pin or None."""

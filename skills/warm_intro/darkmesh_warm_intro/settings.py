@@ -45,6 +45,11 @@ class WarmIntroSettings(DarkmeshSettings):
         description="v1 responder: hold reveals until the operator approves (upstream "
         "requesters then see 502 until approval)",
     )
+    v1_max_post_values: int = Field(
+        default=1000, ge=1, le=100_000,
+        description="v1 responder: most x_values a post may carry; each costs one 2048-bit "
+        "exponentiation, so larger posts are answered not eligible",
+    )
     v1_trust_message_urls: bool = Field(
         default=False,
         description="send the peer key to URLs taken from v1 messages (upstream behaviour; "

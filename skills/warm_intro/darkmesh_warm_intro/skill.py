@@ -29,8 +29,6 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from sdl_core import HTTPProblem, Identity, MailboxMessage, RouteSpec
-
 from darkmesh_warm_intro import models
 from darkmesh_warm_intro.context import WarmIntroContext
 from darkmesh_warm_intro.matching import Target
@@ -38,6 +36,7 @@ from darkmesh_warm_intro.sealing import is_v2_envelope
 from darkmesh_warm_intro.settings import WarmIntroSettings
 from darkmesh_warm_intro.v2 import TEMPLATE as V2_TEMPLATE
 from darkmesh_warm_intro.v2 import V2Protocol
+from sdl_core import HTTPProblem, Identity, MailboxMessage, RouteSpec
 
 if TYPE_CHECKING:
     from sdl_core import Host

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdl_core import Host, MailboxMessage
-
 from darkmesh_warm_intro import plugin
 from darkmesh_warm_intro.skill import WarmIntroSkill
+from sdl_core import Host, MailboxMessage
 
 TEMPLATES = ("warm_intro_v2",)
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
-
 from darkmesh_warm_intro.cli import intro_group
 from darkmesh_warm_intro.cluster import LocalCluster, demo_rows
 

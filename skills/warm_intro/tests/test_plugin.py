@@ -6,13 +6,12 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-
-from sdl_core import HostHooks, Skill, SkillSpec, make_plugin_manager
-from sdl_core.testing.host import make_host
-
 from darkmesh_warm_intro import plugin
 from darkmesh_warm_intro.settings import WarmIntroSettings
 from darkmesh_warm_intro.skill import WarmIntroSkill
+
+from sdl_core import HostHooks, Skill, SkillSpec, make_plugin_manager
+from sdl_core.testing.host import make_host
 
 
 def test_register_skills_direct_call() -> None:
@@ -40,8 +39,8 @@ def test_is_installed_through_its_entry_point() -> None:
 
 
 def test_disabled_by_the_switch() -> None:
-    pm = make_plugin_manager(disable={"darkmesh-warm-intro"},
-                             environ={"DARKMESH_LOAD_PLUGINS": "darkmesh-warm-intro"})
+    pm = make_plugin_manager(only={"darkmesh-warm-intro"}, disable={"darkmesh-warm-intro"},
+                             environ={})
     assert "warm-intro" not in [s.name for s in HostHooks(pm).skills()]
 
 

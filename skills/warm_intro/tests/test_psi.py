@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pysodium
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from darkmesh_warm_intro import psi
 from darkmesh_warm_intro.v2 import exchange
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 # RFC 9497 A.1.1, OPRF(ristretto255, SHA-512), mode OPRF: BlindedElement = Blind·HashToGroup(Input).
 RFC9497_BLIND = bytes.fromhex("64d37aed22a27f5191de1c1d69fadb899d8862b58eb4220029e036ec4c1f6706")

@@ -104,10 +104,10 @@ async def test_psi_respond_needs_node_respond_and_this_node_as_signer() -> None:
         assert r.status_code == 200 and r.json()["eligible"] is True
 
 
-def test_routes_declare_capabilities_and_contracts() -> None:
-    from darkmesh_warm_intro.v1 import V1Protocol
-
-    routes = V1Protocol.routes(V1Protocol.__new__(V1Protocol))
+@pytest.mark.asyncio
+async def test_routes_declare_capabilities_and_contracts() -> None:
+    async with mesh() as m:
+        routes = (await m.add_node("node_a")).v1.routes()
     table = {(r.path, r.methods, r.capability, r.bound_field) for r in routes}
     assert table == {
         ("/inbox/{request_id}", ("POST",), "node.callback.consent", "response.responder.node_id"),

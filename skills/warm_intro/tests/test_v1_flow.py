@@ -529,3 +529,45 @@ async def test_scores_stay_in_unit_interval_with_extreme_strengths() -> None:
         assert r.status_code == 200
         [candidate] = (await task).json()["candidates"]
         assert candidate["score"] == 1.0
+
+
+@pytest.mark.asyncio
+async def test_v1_through_the_installed_skill() -> None:
+    """The real darkmesh-warm-intro skill mounts this protocol and dispatches to it."""
+    async with mesh() as m:
+        await m.add_node("node_a", peers=["node_b"], real_skill=True)
+        b = await m.add_node("node_b", peers=["node_a"], real_skill=True)
+        m.poll(b)
+        r = await ask(m, BASE_REQUEST)
+        assert r.status_code == 200, r.text
+        [candidate] = r.json()["candidates"]
+        assert candidate["score"] == 0.904
+        c = await consent(m, r.json()["request_id"], candidate["consent_id"])
+        assert c.json()["intro"]["target_contact"]["name"] == "Taylor BD"
+
+
+@pytest.mark.asyncio
+async def test_inbox_flood_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from darkmesh_warm_intro.v1 import requester
+
+    monkeypatch.setattr(requester, "MAX_ANSWERS", 2)
+    monkeypatch.setattr(requester, "MAX_PSI_EVALUATIONS", 1)
+    async with mesh() as m:
+        await m.add_node("node_a")
+        task, post = await open_request(m)
+        token = post["response_token"]
+        first = genuine_answer(post)
+        second = genuine_answer(post, target_strength=1.0,
+                                responder={"node_id": "n2", "pseudonym_id": "p_2",
+                                           "url": url_of("node_b")})
+        for answer in (first, second):
+            r = await deliver(m, post["request_id"], {"response_token": token,
+                                                      "response": answer})
+            assert r.status_code == 200
+        r = await deliver(m, post["request_id"], {"response_token": token, "response": first})
+        assert (r.status_code, r.json()["detail"]) == (
+            429, f"too many answers for request {post['request_id']}")
+        result = (await task).json()
+        # One exponentiation of budget: only the first answer was scored.
+        assert [c["pseudonym_id"] for c in result["candidates"]] == ["p_x"]
+        assert result["privacy_cost"] == 0.2

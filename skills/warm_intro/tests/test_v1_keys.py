@@ -245,3 +245,67 @@ async def test_hostile_posts_never_raise_and_never_reach_unconfigured_urls() -> 
         assert m.router.to(EVIL) == []
         assert all(s.url.startswith(url_of("node_a")) for s in m.router.seen
                    if "relay.test" not in s.url)
+
+
+def slow_or_big_app(kind: str) -> Starlette:
+    import asyncio
+
+    from starlette.responses import Response
+
+    async def anything(request: Request) -> Response:
+        if kind == "slow":
+            await asyncio.sleep(2)
+            return JSONResponse({"ok": True})
+        if kind == "big":
+            return Response(b"{" + b" " * (300 * 1024) + b"}", media_type="application/json")
+        return Response(b"not json", media_type="text/plain")
+
+    return Starlette(routes=[Route("/{path:path}", anything, methods=["POST"])])
+
+
+@pytest.mark.asyncio
+async def test_delivery_timeout_keeps_the_token_refusal_drops_it(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    from darkmesh_warm_intro.v1 import outbound
+
+    monkeypatch.setattr(outbound, "PEER_TIMEOUT_SECONDS", 0.2)
+    async with mesh() as m:
+        m.router.mount(EVIL, slow_or_big_app("slow"))
+        b = await m.add_node("node_b", warm={"v1_trust_message_urls": True})
+        started = time.monotonic()
+        await b.v1.handle_post(post_to(EVIL))
+        assert time.monotonic() - started < 1.5  # the deadline cut the 2 s answer
+        assert "not delivered: timeout after 0.2s" in caplog.text
+        # The requester may have received the answer: its token stays until it expires.
+        assert b.v1.status()["reveal_tokens"] == 1
+        m.router.mount(EVIL, slow_or_big_app("text"))  # a 200 that is not JSON: refused
+        await b.v1.handle_post(post_to(EVIL, request_id="req-2"))
+        assert b.v1.status()["reveal_tokens"] == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "detail"), [
+    ("big", "Reveal error: answer larger than 262144 bytes"),
+    ("text", "Reveal error: answer is not JSON"),
+])
+async def test_consent_refuses_oversized_or_non_json_reveal_answers(kind: str,
+                                                                   detail: str) -> None:
+    from darkmesh_warm_intro.v1.keys import SESSION
+
+    async with mesh() as m:
+        a = await m.add_node("node_a", peers=[EVIL])
+        b = await m.add_node("node_b", peers=["node_a"])
+        m.poll(b)
+        async with a.operator(m.router) as client:
+            answer = (await client.post(f"{PREFIX}/request", json={
+                "target": {"company": "Company X"}})).json()
+            rid, cid = answer["request_id"], answer["candidates"][0]["consent_id"]
+            session = a.skill.ctx.state.get(SESSION + rid)
+            session["candidates"][cid]["responder_url"] = EVIL
+            a.skill.ctx.state.put(SESSION + rid, session, ttl=60)
+            m.router.mount(EVIL, slow_or_big_app(kind))
+            r = await client.post(f"{PREFIX}/consent", json={"request_id": rid,
+                                                               "consent_id": cid})
+        assert (r.status_code, r.json()["detail"]) == (502, detail)

@@ -80,7 +80,7 @@ def _psi(x_values: Any, **extra: Any) -> dict[str, Any]:
 
 @pytest.mark.asyncio
 async def test_ineligible_cases_answer_200_never_500() -> None:
-    async with responder(max_contacts=3) as (m, b):
+    async with responder(v1_max_post_values=3) as (m, b):
         good, _ = post_body("req-1")
         x = good["psi"]["x_values"]
         cases: list[tuple[dict[str, Any], Any]] = [
@@ -105,7 +105,7 @@ async def test_ineligible_cases_answer_200_never_500() -> None:
             ({**good, "psi": _psi(["zz-not-hex"])}, "req-1"),
             ({**good, "psi": _psi([12345])}, "req-1"),
             ({**good, "psi": _psi("abc")}, "req-1"),
-            ({**good, "psi": _psi(x * 2)}, "req-1"),                  # over max_contacts
+            ({**good, "psi": _psi(x * 2)}, "req-1"),                  # over the cap
             ({**good, "psi": _psi(x, protocol="dh-psi-v9")}, "req-1"),
             ({**good, "psi": _psi(x, p="17")}, "req-1"),
         ]

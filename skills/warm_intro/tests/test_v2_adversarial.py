@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from sdl_core import HTTPProblem, MailboxMessage
-
 from darkmesh_warm_intro import psi
 from darkmesh_warm_intro.sealing import NodeKeys, seal
 from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode
 from darkmesh_warm_intro.v2 import exchange
+
+from sdl_core import HTTPProblem, MailboxMessage
 
 from .test_v2_flow import BASE_TARGET, add_demo_node, ask
 
@@ -68,6 +67,7 @@ async def test_reveal_token_bound_to_request_requester_and_target(tmp_path: Path
     answer = await ask(a)
     token = stored_request(a, answer["request_id"])["candidates"][0]["reveal_token"]
     other = await ask(a, {"company": "Company Y"})
+    await ask(mesh.nodes["node_c"])  # C becomes a known requester at B (its key is pinned)
     before = b_state(mesh)
     cases = [
         ("node_a", other["request_id"], BASE_TARGET, "reveal_token_mismatch"),  # other request
@@ -318,4 +318,20 @@ async def test_unconnected_node_sees_only_random_bytes(tmp_path: Path) -> None:
     # D stored nothing from B but the fact that B answered
     for _, stored in d.host.state("warm_intro").items("v2:ans:"):
         assert stored["matched"] is False and "pseudonym_id" not in stored
+    await mesh.close()
+
+
+@pytest.mark.asyncio
+async def test_reveal_request_from_a_stranger_pins_nothing(tmp_path: Path) -> None:
+    mesh = LoopbackMesh(tmp_path)
+    b = await add_demo_node(mesh, "b", approval_policy="auto")
+    stranger = await mesh.add_node("node_x", contacts=[
+        {"name": "X", "email": "x@x.example", "org": "X", "role": "X"}])
+    await stranger.skill.v2.core.send(to="node_b", to_key=b.skill.v2.core.keys.public,
+                                      request_id="0123456789abcdef", kind="reveal_request",
+                                      body={"reveal_token": "t" * 32, "target": BASE_TARGET})
+    await mesh.drain()
+    assert last_reason(b) == "unknown_sender"
+    assert b.skill.v2.core.pins.pinned("node_x") is None
+    assert b.skill.v2.core.audit_log() == []
     await mesh.close()

@@ -11,12 +11,11 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-
-from sdl_core import INTRO_REVEALED, HTTPProblem, IntroRevealed
-
 from darkmesh_warm_intro.matching import Target
 from darkmesh_warm_intro.models import ConstraintsModel
 from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode
+
+from sdl_core import INTRO_REVEALED, HTTPProblem, IntroRevealed
 
 BASE_TARGET = {"company": "Company X", "role": "Business Development"}
 SELF_IDS = {"node_a": "founder@startup.com", "node_b": "casey@connector.com",
@@ -186,7 +185,7 @@ async def test_auto_policy_and_rules(tmp_path: Path) -> None:
     await mesh.drain()
     view = a.skill.v2.requester.view(answer["request_id"])
     assert view["candidates"][0]["state"] == "revealed"
-    assert list(view["intros"].values())[0]["target_contact"] == TAYLOR
+    assert next(iter(view["intros"].values()))["target_contact"] == TAYLOR
     await mesh.close()
 
     mesh = LoopbackMesh(tmp_path / "deny")

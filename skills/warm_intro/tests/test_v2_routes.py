@@ -9,11 +9,10 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode
 
 from sdl_core.node_app import create_node_app
 from sdl_core.testing.host import TEST_NODE_KEY
-
-from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode
 
 from .test_v2_flow import BASE_TARGET, TAYLOR, add_demo_node
 

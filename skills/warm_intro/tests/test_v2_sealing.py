@@ -7,9 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
-from sdl_core.state import NodeDatabase, StateArea
-
 from darkmesh_warm_intro.sealing import (
     KeyPins,
     NodeKeys,
@@ -18,6 +15,8 @@ from darkmesh_warm_intro.sealing import (
     open_sealed,
     seal,
 )
+
+from sdl_core.state import NodeDatabase, StateArea
 
 
 def _seal(sender: NodeKeys, recipient: NodeKeys, **extra: object) -> bytes:
@@ -82,13 +81,16 @@ def test_keys_persist_and_pins_refuse_changes(tmp_path: Path) -> None:
     assert NodeKeys.load_or_create(area).public == first.public
     pins = KeyPins(area)
     original, changed = NodeKeys.generate().public, NodeKeys.generate().public
-    pins.check("node_b", original)
-    pins.check("node_b", original)
+    assert pins.check("node_b", original) is False  # nothing pinned yet, nothing stored
+    assert pins.pinned("node_b") is None
+    pins.pin("node_b", original)
+    pins.pin("node_b", changed)  # a pin is never overwritten by pin()
+    assert pins.check("node_b", original) is True
     with pytest.raises(SealError, match="key_changed"):
         pins.check("node_b", changed)
     assert pins.pinned("node_b") == original
     listing = pins.listing()
     assert [c["node_id"] for c in listing["pending_changes"]] == ["node_b"]
     assert pins.accept("node_b") is not None
-    pins.check("node_b", changed)
+    assert pins.check("node_b", changed) is True
     assert pins.accept("node_b") is None

@@ -188,7 +188,7 @@ class Node:
     node_id: str
     url: str
     host: Any
-    skill: V1OnlySkill
+    skill: Any  # V1OnlySkill, or the real WarmIntroSkill (both have .v1 and .ctx)
     events: Recorder
 
     @property
@@ -219,6 +219,7 @@ class Mesh:
         data: dict[str, Any] | None = None,
         peers: list[str] | None = None,
         warm: dict[str, Any] | None = None,
+        real_skill: bool = False,
         **node: Any,
     ) -> Node:
         """A node with the demo data of ``node_id`` (or ``data``); ``peers`` are node ids
@@ -238,8 +239,12 @@ class Mesh:
             "self_identifiers": spec.get("self", []), "peers": peer_list, **node,
         }
         settings = load_settings(NodeSettings, tables, overrides=fields)
-        pm = make_plugin_manager(only={"darkmesh-sdl.memory-store"}, plugins=[V1OnlyPlugin()],
-                                 environ={})
+        if real_skill:  # the installed darkmesh-warm-intro skill (v2 and v1 together)
+            pm = make_plugin_manager(only={"darkmesh-sdl.memory-store", "darkmesh-warm-intro"},
+                                     environ={})
+        else:
+            pm = make_plugin_manager(only={"darkmesh-sdl.memory-store"},
+                                     plugins=[V1OnlyPlugin()], environ={})
         host = Host(pm, settings, tables, transport=self.router)
         app = create_node_app(host)
         await host.start()

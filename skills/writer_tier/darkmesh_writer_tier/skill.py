@@ -10,8 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from sdl_core import Host, HTTPProblem, JSONObject, MailboxMessage, RouteSpec
-from sdl_core.auth import node_json, request_identity
+from sdl_core import (
+    Host,
+    HTTPProblem,
+    JSONObject,
+    MailboxMessage,
+    RouteSpec,
+    node_json,
+    request_identity,
+)
 
 from darkmesh_writer_tier.settings import WriterTierSettings
 from darkmesh_writer_tier.tiers import DATASET, count_activity, tier_for

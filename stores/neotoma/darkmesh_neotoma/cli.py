@@ -15,20 +15,6 @@ from typing import Any, TypeVar
 
 import click
 
-# The shared connector machinery (flags, auth, batching) lives in the core's connector
-# package; the brief of this plugin names it as the one to use.
-from sdl_core.connectors.common import (
-    ConnectorOptions,
-    ConnectorRuntime,
-    IngestClient,
-    IngestError,
-    connector_options,
-    prepare_auth,
-    progress_bar,
-)
-
-from sdl_core import AgentIdentity, DarkmeshError, Host, Signer, make_plugin_manager
-
 from darkmesh_neotoma.client import NeotomaClient, NeotomaError, NeotomaUnavailable
 from darkmesh_neotoma.compare import compare, effective
 from darkmesh_neotoma.grants import EXIT_ERROR, Provisioner, ProvisionError
@@ -41,6 +27,19 @@ from darkmesh_neotoma.sync import (
     DEFAULT_MAX_CONTACTS,
     DEFAULT_MIN_STRENGTH,
     plan_sync,
+)
+from sdl_core import AgentIdentity, DarkmeshError, Host, Signer, make_plugin_manager
+
+# The shared connector machinery (flags, auth, batching) lives in the core's connector
+# package; the brief of this plugin names it as the one to use.
+from sdl_core.connectors.common import (
+    ConnectorOptions,
+    ConnectorRuntime,
+    IngestClient,
+    IngestError,
+    connector_options,
+    prepare_auth,
+    progress_bar,
 )
 
 T = TypeVar("T")

@@ -17,9 +17,8 @@ from typing import Any
 
 import httpx
 
-from sdl_core import Signer
-
 from darkmesh_neotoma.settings import NeotomaSettings, authority_of
+from sdl_core import Signer
 
 log = logging.getLogger("darkmesh.neotoma")
 

@@ -13,11 +13,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sdl_core import AgentIdentity, StateArea
-
 from darkmesh_neotoma.client import NeotomaClient, NeotomaUnavailable
 from darkmesh_neotoma.probe import probe
 from darkmesh_neotoma.settings import NeotomaSettings
+from sdl_core import AgentIdentity, StateArea
 
 GRANT_ID_KEY = "grant_id"
 MARKER = "managed by darkmesh"
@@ -221,8 +220,8 @@ class Provisioner:
         if plan["action"] == "create":
             body = {**desired, "status": "active"}
             created = await self._call("POST", "/agents/grants", 201, body=body)
-            grant = created.get("grant") if isinstance(created.get("grant"), dict) else {}
-            plan["grant_id"] = grant.get("grant_id")
+            grant = created.get("grant")
+            plan["grant_id"] = grant.get("grant_id") if isinstance(grant, dict) else None
             wrote = True
         elif plan["action"] == "update":
             await self._call("PATCH", f"/agents/grants/{plan['grant_id']}", 200, body=patch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterator
 from typing import Any
 
+from darkmesh_neotoma.settings import NeotomaSettings
 from sdl_core import (
     INTRO_REVEALED,
     CommandSpec,
@@ -14,8 +15,6 @@ from sdl_core import (
     SubscriberSpec,
     hookimpl,
 )
-
-from darkmesh_neotoma.settings import NeotomaSettings
 
 
 def _writeback_handler(host: Host, settings: Any) -> Any:

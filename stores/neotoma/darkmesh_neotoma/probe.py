@@ -71,15 +71,19 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def interpret(
     status: int, body: Any, *, signed: bool, authority: str | None, issuer: str | None
 ) -> ProbeResult:
     """Classify one ``/session`` answer (pure, so every shape is testable)."""
     now = time.time()
-    data = body if isinstance(body, dict) else {}
+    data = _obj(body)
     if status == 401:
         code = data.get("error_code")
-        details = data.get("details") if isinstance(data.get("details"), dict) else {}
+        details = _obj(data.get("details"))
         if code == "AAUTH_SIGNATURE_INVALID":
             return ProbeResult(outcome="not_verified", admitted=False,
                                signature_error_code=_text(details.get("reason"))
@@ -91,10 +95,8 @@ def interpret(
     if status != 200 or not data:
         return ProbeResult(outcome="error", admitted=False, authority=authority, issuer=issuer,
                            detail=f"HTTP {status}", checked_at=now)
-    aauth = data.get("aauth") if isinstance(data.get("aauth"), dict) else {}
-    attribution = data.get("attribution") if isinstance(data.get("attribution"), dict) else {}
-    decision = attribution.get("decision") if isinstance(attribution.get("decision"),
-                                                         dict) else {}
+    aauth = _obj(data.get("aauth"))
+    decision = _obj(_obj(data.get("attribution")).get("decision"))
     reason = _text(aauth.get("admission_reason")) or _text(aauth.get("reason"))
     user_id = _text(data.get("user_id")) or _text(aauth.get("user_id"))
     common: dict[str, Any] = {

@@ -11,12 +11,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from sdl_core import Host
-
 from darkmesh_neotoma.client import SIGNER_ROLE, NeotomaClient
 from darkmesh_neotoma.probe import ProbeResult, log_outcome, probe
 from darkmesh_neotoma.settings import NeotomaSettings
 from darkmesh_neotoma.writeback import Outbox, Writeback
+from sdl_core import Host
 
 log = logging.getLogger("darkmesh.neotoma")
 

@@ -17,14 +17,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from sdl_core import Host, JSONObject, Store, UnknownPluginError
 
 from darkmesh_neotoma.client import NeotomaError, NeotomaUnavailable
 from darkmesh_neotoma.mapping import dataset_record, map_entities
 from darkmesh_neotoma.runtime import NeotomaRuntime, runtime_for
 from darkmesh_neotoma.settings import NeotomaSettings
+from sdl_core import Host, JSONObject, Store, UnknownPluginError
 
 log = logging.getLogger("darkmesh.neotoma")
 

@@ -9,6 +9,7 @@ Retries send the stored bytes, so Neotoma answers ``replayed:true`` to a repeat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,9 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sdl_core import IntroRevealed, StateArea
-
 from darkmesh_neotoma.client import NeotomaClient, NeotomaUnavailable, compact_json
+from sdl_core import IntroRevealed, StateArea
 
 log = logging.getLogger("darkmesh.neotoma")
 
@@ -152,10 +152,10 @@ class Outbox:
 
     def reschedule(self, key: str, detail: str, initial: float, ceiling: float) -> float:
         entry = self.state.get(OUTBOX + key)
-        if entry is None:
+        if not isinstance(entry, dict):
             return 0.0
         attempts = int(entry.get("attempts", 0)) + 1
-        delay = min(initial * (2 ** (attempts - 1)), ceiling)
+        delay: float = min(initial * 2.0 ** (attempts - 1), ceiling)
         delay *= 1 + random.uniform(0, 0.1)  # spread retries of many records
         entry.update(attempts=attempts, next_at=time.time() + delay, last_error=detail)
         self.state.put(OUTBOX + key, entry)
@@ -194,7 +194,7 @@ class Writeback:
         try:
             # Tried once within the event budget, then left to the outbox.
             await asyncio.wait_for(self.send(key), timeout=self.budget * 0.9)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.outbox.reschedule(key, "timed out within the event budget",
                                    self.initial_backoff, self.max_backoff)
             self._poke()
@@ -284,16 +284,15 @@ class Writeback:
             timeout = 30.0 if wait is None else max(min(wait, 30.0), 0.05)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            # _run handles its own errors, so only the cancellation comes back here.
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
             self._task = None
 
     def status(self) -> dict[str, Any]:

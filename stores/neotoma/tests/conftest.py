@@ -15,7 +15,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from standin import StandinServer  # noqa: E402
+from standin import StandinServer
 
 STRICT_TOKEN = "strict-bearer-token-0123456789"
 
@@ -52,13 +52,13 @@ def strict_standin(clock: FakeClock) -> Iterator[StandinServer]:
 
 # ------------------------------------------------------------------ node hosts
 
-import json  # noqa: E402
-from typing import Any  # noqa: E402
+import json
+from typing import Any, Self
 
-from sdl_core import Host, SignerSpec, hookimpl  # noqa: E402
-from sdl_core.testing.host import TEST_BUILTINS, make_host  # noqa: E402
+from neotoma_testsigner import TestSigner
 
-from neotoma_testsigner import TestSigner  # noqa: E402
+from sdl_core import Host, SignerSpec, hookimpl
+from sdl_core.testing.host import TEST_BUILTINS, make_host
 
 try:  # prefer the real signer plugin; the test signer stands in until it is installed
     from darkmesh_aauth.keys import generate_jwk
@@ -118,7 +118,6 @@ class ServedApp:
         import threading
 
         import uvicorn
-
         from standin.server import free_socket
 
         self._sock = free_socket()
@@ -129,7 +128,7 @@ class ServedApp:
         self._thread = threading.Thread(
             target=lambda: asyncio.run(self._server.serve(sockets=[self._sock])), daemon=True)
 
-    def __enter__(self) -> ServedApp:
+    def __enter__(self) -> Self:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 from click.testing import CliRunner
-
 from darkmesh_neotoma.cli import neotoma
 from darkmesh_neotoma.compare import compare, effective
 from standin import StandinServer

@@ -11,14 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-
 from conftest import ServedApp
 from darkmesh_neotoma.cli import ingest_neotoma
 from darkmesh_neotoma.sync import select
+from standin import StandinServer
+
 from sdl_core import Host
 from sdl_core.node_app import create_node_app
 from sdl_core.testing.host import TEST_NODE_KEY, make_host
-from standin import StandinServer
 
 
 def seed(server: StandinServer, contacts: list[tuple[str, int]]) -> None:

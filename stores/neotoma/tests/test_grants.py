@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-
 from conftest import STRICT_TOKEN, FakeClock, node_host
 from darkmesh_neotoma.cli import neotoma
 from darkmesh_neotoma.client import NeotomaClient
@@ -23,8 +22,9 @@ from darkmesh_neotoma.grants import (
 )
 from darkmesh_neotoma.runtime import settings_for
 from darkmesh_neotoma.settings import NeotomaSettings
-from sdl_core import AgentIdentity, Host
 from standin import StandinServer
+
+from sdl_core import AgentIdentity, Host
 
 DEFAULT_CAPS = [{"op": "retrieve", "entity_types": ["contact", "warm_intro_reveal"]},
                 {"op": "store_structured", "entity_types": ["warm_intro_reveal"]}]

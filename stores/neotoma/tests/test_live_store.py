@@ -8,6 +8,7 @@ to the fallback), so round trips cannot hold there; those reads are tested below
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -18,12 +19,12 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-
 from conftest import STRICT_TOKEN, FakeClock, node_host
 from darkmesh_neotoma.store import NeotomaStore
+from standin import StandinServer
+
 from sdl_core import Host, UnknownPluginError
 from sdl_core.testing.store_contract import StoreContract
-from standin import StandinServer
 
 TAYLOR = {"entity_type": "contact", "name": "Taylor BD", "email": "taylor@companyx.com",
           "organization": "Company X", "title": "Business Development"}
@@ -143,7 +144,7 @@ async def test_fallback_logs_shows_status_and_recovers(
         assert await host.store.count("contacts") == 1
         assert sum("Neotoma unreachable" in r.message for r in caplog.records) == 1
         standin.start()
-        time.sleep(0.25)
+        await asyncio.sleep(0.25)
         assert [c["email"] async for c in host.store.iterate("contacts")] == [
             "taylor@companyx.com"]
         assert host.store.status()["mode"] == "live"  # type: ignore[attr-defined]
@@ -216,7 +217,7 @@ async def test_read_auth_aauth_needs_admission_in_strict(
                                                    "entity_types": ["contact"]}]})
         assert grant.status_code == 201
         clock.advance(6)
-        time.sleep(0.02)
+        await asyncio.sleep(0.02)
         assert await host.store.count("contacts") == 1
         last = [r for r in strict_standin.neotoma.requests
                 if r["path"] == "/entities/query"][-1]

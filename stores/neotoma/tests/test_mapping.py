@@ -8,9 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from conftest import FakeClock
 from darkmesh_neotoma.client import NeotomaClient, NeotomaError
 from darkmesh_neotoma.mapping import (
@@ -22,6 +19,8 @@ from darkmesh_neotoma.mapping import (
     strength,
 )
 from darkmesh_neotoma.settings import NeotomaSettings
+from hypothesis import given
+from hypothesis import strategies as st
 from standin import StandinServer
 
 NOW = 1_800_000_000.0

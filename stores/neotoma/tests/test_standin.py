@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import STRICT_TOKEN, FakeClock
 from neotoma_testsigner import TestKey, make_jwt, sign_request
 from standin import StandinServer

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import FakeClock, node_host
 from darkmesh_neotoma.writeback import (
     classify,
@@ -21,8 +20,9 @@ from darkmesh_neotoma.writeback import (
     reveal_body,
     reveal_entity,
 )
-from sdl_core import INTRO_REVEALED, Host, IntroRevealed
 from standin import StandinServer
+
+from sdl_core import INTRO_REVEALED, Host, IntroRevealed
 
 REQUESTER = IntroRevealed(
     node_id="node_a", side="requester", template="warm_intro_v1", request_id="3f9c2a1b",

@@ -22,15 +22,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from sdl_core import HTTPProblem, JSONObject, MailboxMessage, NodeRecord, PullResult
 from darkmesh_redis import scripts
 from darkmesh_redis.connection import RedisConnection
 from darkmesh_redis.keys import Keys
 from darkmesh_redis.settings import RedisSettings
 from darkmesh_redis.watcher import BLOCK_SLICE_SECONDS, EventWatcher, Signals
+from sdl_core import HTTPProblem, JSONObject, MailboxMessage, NodeRecord, PullResult
 
 log = logging.getLogger("darkmesh.redis")
 
@@ -108,7 +109,7 @@ class RedisRelayBackend:
         await self._warn_without_persistence()
         # The watcher blocks up to one slice, so its reads may take that much longer.
         watcher_client = self._conn.new_client(
-            max_connections=2,
+            max_connections=1,
             socket_timeout=self.settings.socket_timeout_seconds + BLOCK_SLICE_SECONDS,
         )
         self._watcher = EventWatcher(watcher_client, self.keys.events, self._signals)
@@ -125,7 +126,7 @@ class RedisRelayBackend:
                 pass
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
-            await watcher.stop()
+            await watcher.stop(self._conn.client)
         self._signals.fire_all()
         await self._conn.close()
 
@@ -133,7 +134,7 @@ class RedisRelayBackend:
         try:
             config = await self._conn.client.config_get("appendonly")
             save = await self._conn.client.config_get("save")
-        except Exception:  # CONFIG is often disabled on managed Redis: nothing to say then
+        except redis_errors.RedisError:  # CONFIG is often disabled on managed Redis
             return
         if config.get("appendonly") != "yes" and not save.get("save"):
             log.warning(
@@ -251,12 +252,13 @@ class RedisRelayBackend:
     async def _trim_presence(self, now: float) -> None:
         k = self.keys
         horizon = _num(now - self.settings.presence_retention_seconds)
-        cursor: int = 0
+        cursor = 0
         while True:
-            cursor, templates = await self._conn.run(
-                "trim presence",
-                lambda client, c=cursor: client.sscan(k.live_templates, c, count=200),
-            )
+            async def scan(client: Redis, at: int = cursor) -> tuple[int, list[str]]:
+                next_cursor, members = await client.sscan(k.live_templates, at, count=200)
+                return int(next_cursor), [str(m) for m in members]
+
+            cursor, templates = await self._conn.run("trim presence", scan)
             if templates:
                 await self._script("trim presence", "TRIM_LIVE", [k.live_templates],
                                    [k.prefix, horizon, *templates])
@@ -301,7 +303,8 @@ class RedisRelayBackend:
         first = f"{min(max(cursor, 0), MAX_CURSOR) + 1}-0"
         epoch: str | None = None
         while True:
-            start, highest, posts = first, cursor, []
+            start, highest = first, cursor
+            posts: list[JSONObject] = []
             restarted = False
             while True:
                 page_epoch, page_highest, next_start, state, picked = await self._script(
@@ -420,9 +423,15 @@ class RedisRelayBackend:
 
     async def _read_mailbox(self, node_id: str, limit: int) -> list[MailboxMessage]:
         key = self.keys.mailbox(node_id)
-        entries = await self._conn.run(
-            "mailbox pull", lambda client: client.xrange(key, "-", "+", count=max(limit, 1))
-        )
+
+        async def read(client: Redis) -> list[tuple[str, dict[str, str]]]:
+            entries = await client.xrange(key, "-", "+", count=max(limit, 1))
+            return [
+                (str(entry_id), {str(k): str(v) for k, v in (fields or {}).items()})
+                for entry_id, fields in entries or []
+            ]
+
+        entries = await self._conn.run("mailbox pull", read)
         return [
             MailboxMessage(
                 id=str(entry_id), to=node_id, sender=fields.get("f", ""),

@@ -19,8 +19,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from sdl_core import RelayUnavailable, StartupError
 from darkmesh_redis.settings import PLUGIN_NAME, RedisSettings, redacted_url
+from sdl_core import RelayUnavailable, StartupError
 
 T = TypeVar("T")
 

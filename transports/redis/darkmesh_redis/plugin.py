@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sdl_core import RelayBackendSpec, hookimpl
 from darkmesh_redis.settings import RedisSettings
+from sdl_core import RelayBackendSpec, hookimpl
 
 
 def build_backend(relay_host: Any, settings: Any) -> Any:

@@ -18,11 +18,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
+from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from darkmesh_redis.connection import TRANSIENT_ERRORS
-from redis import exceptions as redis_errors
 
 log = logging.getLogger("darkmesh.redis")
 
@@ -30,6 +31,10 @@ log = logging.getLogger("darkmesh.redis")
 BLOCK_SLICE_SECONDS = 5.0
 #: Pause between reconnect attempts of the watcher, doubled up to the cap.
 RECONNECT_MIN_SECONDS, RECONNECT_MAX_SECONDS = 0.05, 1.0
+#: What makes the watcher reconnect rather than die.
+WATCHER_ERRORS: tuple[type[BaseException], ...] = (*TRANSIENT_ERRORS, redis_errors.RedisError)
+#: How long ``stop`` waits for the task before cancelling it.
+STOP_GRACE_SECONDS = 1.0
 
 
 class Signal:
@@ -104,19 +109,30 @@ class EventWatcher:
         self._task: asyncio.Task[None] | None = None
         self.healthy = False
         self.last_error = ""
+        self._stopping = False
+        self._client_id: int | None = None
 
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="darkmesh-redis-watcher")
 
-    async def stop(self) -> None:
+    async def stop(self, unblocker: Redis) -> None:
+        """End the task. ``unblocker`` (another client) ends a pending XREAD BLOCK with
+        ``CLIENT UNBLOCK``: redis-py holds a cancelled blocking read until it returns."""
         task, self._task = self._task, None
+        self._stopping = True
         if task is not None:
-            task.cancel()
-            # redis-py may hold a cancelled XREAD until its BLOCK ends; closing the
-            # socket under it ends the read at once.
-            await self._client.connection_pool.disconnect(inuse_connections=True)
-            with contextlib.suppress(asyncio.CancelledError):
+            # Repeated: an UNBLOCK sent just before the XREAD reaches Redis is a no-op.
+            deadline = asyncio.get_running_loop().time() + STOP_GRACE_SECONDS
+            while not task.done() and asyncio.get_running_loop().time() < deadline:
+                if self._client_id is not None:
+                    with contextlib.suppress(*WATCHER_ERRORS):
+                        await asyncio.wait_for(unblocker.client_unblock(self._client_id),
+                                               STOP_GRACE_SECONDS)
+                await asyncio.wait({task}, timeout=0.05)
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *WATCHER_ERRORS):
                 await task
         await self._client.aclose(close_connection_pool=True)
 
@@ -128,9 +144,11 @@ class EventWatcher:
         pause = RECONNECT_MIN_SECONDS
         last: str | None = None
         block_ms = int(BLOCK_SLICE_SECONDS * 1000)
-        while True:
+        while not self._stopping:
             try:
                 if last is None:
+                    # The pool holds one connection, so this id is the one XREAD blocks on.
+                    self._client_id = int(await self._client.client_id())
                     last = await self._latest_id()
                     if not self.healthy:
                         # Anything may have happened while we were blind.
@@ -139,6 +157,8 @@ class EventWatcher:
                         self._signals.fire_all()
                     pause = RECONNECT_MIN_SECONDS
                 reply = await self._client.xread({self._stream: last}, count=1000, block=block_ms)
+                if self._stopping:
+                    return
                 if not reply:
                     # After a flush the stream starts again below our last id; follow it.
                     latest = await self._latest_id()
@@ -146,13 +166,12 @@ class EventWatcher:
                         last = latest
                         self._signals.fire_all()
                     continue
-                for _stream, entries in reply:
-                    for entry_id, fields in entries:
-                        last = str(entry_id)
-                        self._dispatch(fields)
+                last = self._dispatch_reply(reply, last)
             except asyncio.CancelledError:
                 raise
-            except (*TRANSIENT_ERRORS, redis_errors.RedisError) as exc:
+            except WATCHER_ERRORS as exc:
+                if self._stopping:
+                    return
                 if self.healthy:
                     log.warning("darkmesh-redis: lost the events stream: %s", exc)
                 self.healthy = False
@@ -161,6 +180,14 @@ class EventWatcher:
                 self._signals.fire_all()
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RECONNECT_MAX_SECONDS)
+
+    def _dispatch_reply(self, reply: Any, last: str) -> str:
+        """Fire the signals an XREAD reply asks for; return the last id read."""
+        for _stream, entries in reply:
+            for entry_id, fields in entries:
+                last = str(entry_id)
+                self._dispatch(dict(fields))
+        return last
 
     def _dispatch(self, fields: dict[str, str]) -> None:
         kind = fields.get("k")

@@ -8,35 +8,16 @@ tests use it instead of starting one.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-
+from darkmesh_redis import testing as redis_server
 from darkmesh_redis.backend import RedisRelayBackend
-from darkmesh_redis.settings import RedisSettings
-
-
-def _load_helper() -> Any:
-    # importlib mode: the tests folder is no package, so load the helper by path.
-    name = "darkmesh_redis_tests_redis_server"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("redis_server.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-redis_server = _load_helper()
+from darkmesh_redis.testing import make_settings
 
 
 @pytest.fixture(scope="session")
@@ -64,22 +45,9 @@ def own_redis(tmp_path: Path) -> Iterator[Any]:
         server.kill()
 
 
-def make_settings(url: str, prefix: str | None = None, **overrides: Any) -> RedisSettings:
-    values: dict[str, Any] = {
-        "url": url,
-        "key_prefix": prefix or f"test-{uuid.uuid4().hex[:12]}:",
-        "retry_attempts": 2,
-        "retry_backoff_seconds": 0.05,
-        "socket_timeout_seconds": 1.0,
-        "connect_timeout_seconds": 1.0,
-    }
-    values.update(overrides)
-    return RedisSettings(**values)
-
-
 @pytest.fixture
 def settings_factory(shared_redis_url: str) -> Any:
-    def factory(**overrides: Any) -> RedisSettings:
+    def factory(**overrides: Any) -> Any:
         return make_settings(shared_redis_url, **overrides)
 
     return factory
@@ -94,3 +62,4 @@ async def redis_backend(settings_factory: Any) -> AsyncIterator[RedisRelayBacken
         yield backend
     finally:
         await backend.close()
+

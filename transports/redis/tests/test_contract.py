@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest_asyncio
-
 from darkmesh_redis.backend import RedisRelayBackend
+
 from sdl_core.testing.relay_contract import DurableRelayBackendContract, RelayBackendContract
 
 

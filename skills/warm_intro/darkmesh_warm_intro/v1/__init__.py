@@ -14,6 +14,7 @@ of its §10.1. :class:`V1Protocol` is what the skill mounts and calls:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from starlette.requests import Request
@@ -24,8 +25,9 @@ from darkmesh_warm_intro.v1 import models
 from darkmesh_warm_intro.v1.models import TEMPLATE
 from darkmesh_warm_intro.v1.requester import Requester
 from darkmesh_warm_intro.v1.responder import Responder
-from sdl_core import Identity, RouteSpec
-from sdl_core.auth import node_json, request_identity
+from sdl_core import Identity, RouteSpec, node_json, request_body, request_identity
+
+log = logging.getLogger("darkmesh.warm_intro.v1")
 
 #: A reveal body is a few hundred bytes; nothing legitimate comes near this.
 REVEAL_MAX_BODY = 64 * 1024
@@ -83,7 +85,10 @@ class V1Protocol:
     async def _inbox_route(self, request: Request) -> JSONResponse:
         body = node_json(request)
         request_id = str(request.path_params.get("request_id", ""))
-        return JSONResponse(self.requester.deliver(request_id, body, request_identity(request)))
+        size = len(request_body(request))
+        return JSONResponse(
+            self.requester.deliver(request_id, body, request_identity(request), size)
+        )
 
     async def _respond_route(self, request: Request) -> JSONResponse:
         body = node_json(request)
@@ -92,6 +97,33 @@ class V1Protocol:
     async def _reveal_route(self, request: Request) -> JSONResponse:
         body = node_json(request)
         return JSONResponse(await self.responder.reveal(body, request_identity(request)))
+
+    # --------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Say at start-up how v1 peers will be reached (DESIGN §11 "Keys and peers")."""
+        for line in self.startup_warnings():
+            log.warning("darkmesh-warm-intro: %s", line)
+
+    async def stop(self) -> None:
+        """Nothing to release: pending windows end with their requests."""
+
+    def startup_warnings(self) -> list[str]:
+        host = self.ctx.host
+        out: list[str] = []
+        if self.ctx.settings.v1_trust_message_urls:
+            out.append(
+                "warm_intro.v1_trust_message_urls is on: the v1 peer key goes to any http(s) "
+                "URL named in v1 posts and answers (upstream behaviour); list peers in "
+                "[[node.peers]] and turn it off to stop that"
+            )
+        elif not host.settings.peers and not host.signing_enabled("node"):
+            out.append(
+                "no [[node.peers]] configured and this node does not sign: v1 answers and "
+                "reveals can reach nobody; add peers, install darkmesh-aauth, or set "
+                "DARKMESH_WARM_INTRO_V1_TRUST_MESSAGE_URLS=true"
+            )
+        return out
 
     # -------------------------------------------------------------------- requester
 

@@ -9,6 +9,7 @@ calls carry no secret and may go to any http(s) URL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -120,12 +121,14 @@ async def post_json(
     plan = plan_call(ctx, base_url)
     url = base_url + path
     try:
-        async with ctx.host.http_client(
+        # httpx timeouts are per operation; the deadline bounds the whole call (a peer
+        # dripping bytes cannot hold a consent or the listener for long).
+        async with asyncio.timeout(PEER_TIMEOUT_SECONDS), ctx.host.http_client(
             role="node", timeout=PEER_TIMEOUT_SECONDS, sign=plan.sign
         ) as client, client.stream("POST", url, json=body, headers=plan.headers) as response:
             raw = await _read_capped(response)
             status = response.status_code
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, TimeoutError):
         raise PeerCallFailed(f"timeout after {PEER_TIMEOUT_SECONDS:g}s") from None
     except httpx.HTTPError as exc:
         raise PeerCallFailed(f"{type(exc).__name__}: {exc}") from None

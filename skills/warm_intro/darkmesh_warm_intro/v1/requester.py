@@ -35,9 +35,14 @@ log = logging.getLogger("darkmesh.warm_intro.v1")
 
 REVEAL_PATH = "/darkmesh/skills/warm-intro/reveal"
 #: Deliveries accepted per request; more are refused with 429 (a flood, not peers).
+#: The response_token is broadcast (§10.2 item 1), so anyone pulling the post can deliver.
 MAX_ANSWERS = 1000
+#: Bytes of answers kept per request (a legitimate answer is ~0.5 KiB per contact sent).
+MAX_INBOX_BYTES = 64 * 1024 * 1024
 #: ``y_values_b`` accepted per answer (one per self identifier of the responder).
-MAX_Y_VALUES = 256
+MAX_Y_VALUES = 32
+#: Exponentiations spent scoring one request (~20 ms each): bounds a flood's cost.
+MAX_PSI_EVALUATIONS = 1000
 #: Longest pseudonym or node id kept from an answer.
 MAX_LABEL = 200
 
@@ -50,6 +55,7 @@ class PendingRequest:
     own: psi.RequesterSet
     answers: list[dict[str, Any]] = field(default_factory=list)
     deliveries: int = 0
+    stored_bytes: int = 0
 
 
 def validation_problem(exc: ValidationError) -> HTTPProblem:
@@ -120,6 +126,7 @@ class Requester:
 
     async def request(self, body: dict[str, Any], identity: Identity) -> dict[str, Any]:
         request = self.parse(body)
+        self.ctx.state.purge_expired()  # sessions expire lazily, as upstream's do
         target = request.target.normalised()
         pairs = await self._identifiers()
         relay = self.ctx.host.relay
@@ -133,7 +140,8 @@ class Requester:
             "requester_id": self.ctx.node_id,
             "requester_url": self.ctx.host.settings.listen_url,
             "template": TEMPLATE,
-            "target": {"company": request.target.company, "role": request.target.role},
+            # Trimmed, "" as null: upstream responders match the raw strings.
+            "target": target.to_json(),
             "constraints": {
                 "max_candidates": request.constraints.max_candidates,
                 "min_strength": request.constraints.min_strength,
@@ -186,19 +194,30 @@ class Requester:
         """§6 step 8 with the §10.1 checks: PSI, strength bounds, identity, de-duplication."""
         accepted: list[dict[str, Any]] = []
         seen: set[str] = set()
+        best_local = max(slot.own.strengths, default=0.0)
+        budget = MAX_PSI_EVALUATIONS
         for answer in slot.answers:
             if answer.get("eligible") is not True:
                 continue
             block = answer.get("psi")
-            if not isinstance(block, dict):
+            remote = _target_strength(answer.get("target_strength"))
+            if not isinstance(block, dict) or remote is None:
                 continue
+            if score(best_local, remote) < min_strength:
+                continue  # cannot make the threshold whoever it is: skip the exponentiations
+            ys = block.get("y_values_b")
+            cost = len(ys) if isinstance(ys, list) else 0
+            if not 0 < cost <= MAX_Y_VALUES:
+                continue
+            if cost > budget:
+                log.warning("warm_intro_v1: PSI budget (%d exponentiations) spent; later "
+                            "answers left unscored", MAX_PSI_EVALUATIONS)
+                break
+            budget -= cost
             hit = psi.intersection_index(
-                slot.own, block.get("x_values_b"), block.get("y_values_b"), max_y=MAX_Y_VALUES
+                slot.own, block.get("x_values_b"), ys, max_y=MAX_Y_VALUES
             )
             if hit is None:
-                continue
-            remote = _target_strength(answer.get("target_strength"))
-            if remote is None:
                 continue
             value = score(slot.own.strengths[hit], remote)
             if value < min_strength:
@@ -234,7 +253,9 @@ class Requester:
 
     # --------------------------------------------------------------------- inbox (§3.8)
 
-    def deliver(self, request_id: str, body: dict[str, Any], identity: Identity) -> dict[str, Any]:
+    def deliver(
+        self, request_id: str, body: dict[str, Any], identity: Identity, size: int = 0
+    ) -> dict[str, Any]:
         slot = self.pending.get(request_id)
         if slot is None:
             raise HTTPProblem(404, "request not found")
@@ -255,10 +276,11 @@ class Requester:
                     f"'{claimed if isinstance(claimed, str) else ''}'",
                     reason="identity_mismatch",
                 )
-        if slot.deliveries >= MAX_ANSWERS:
+        if slot.deliveries >= MAX_ANSWERS or slot.stored_bytes + size > MAX_INBOX_BYTES:
             raise HTTPProblem(429, f"too many answers for request {request_id}",
                               reason="too_many_answers")
         slot.deliveries += 1
+        slot.stored_bytes += size
         slot.answers.append(answer)
         return {"ok": True, "received": len(slot.answers)}
 

@@ -97,6 +97,7 @@ class Responder:
 
         :raises BudgetExceeded: the requester used up its answers for this window.
         """
+        self.ctx.state.purge_expired()  # tokens, approvals, budgets: purged lazily
         request_id = body.get("request_id")
         requester_id = body.get("requester_id")
         echo = request_id if isinstance(request_id, str) and request_id else None
@@ -164,7 +165,8 @@ class Responder:
         if block.get("p") is not None and not psi.is_prime_modulus(block.get("p")):
             return None
         try:
-            return psi.decode_all(block.get("x_values"), max_count=self.ctx.settings.max_contacts)
+            limit = min(self.ctx.settings.v1_max_post_values, self.ctx.settings.max_contacts)
+            return psi.decode_all(block.get("x_values"), max_count=limit)
         except psi.InvalidElement:
             return None
 
@@ -222,7 +224,9 @@ class Responder:
             # Decide how to reach the requester before minting anything for it.
             plan_call(self.ctx, base)
         except CallRefused as exc:
-            log.warning("warm_intro_v1: not answering post %s: %s", request_id, exc)
+            # Info, not warning: on a busy relay most posts come from non-peers; start-up
+            # already warned when no peer can be reached at all.
+            log.info("warm_intro_v1: not answering post %s: %s", request_id, exc)
             return
         fields = {k: post.get(k) for k in ("request_id", "requester_id", "target", "psi")}
         try:
@@ -239,8 +243,10 @@ class Responder:
             )
         except (CallRefused, PeerCallFailed) as exc:
             log.warning("warm_intro_v1: answer to %s not delivered: %s", request_id, exc)
-            # Nobody holds the token now: drop it instead of leaving a live capability.
-            if evaluation.token_key:
+            refused = not isinstance(exc, PeerCallFailed) or exc.status is not None
+            # A refused answer leaves nobody holding the token: drop it rather than keep a
+            # live capability. After a timeout the requester may have it: let it expire.
+            if refused and evaluation.token_key:
                 self.ctx.state.delete(evaluation.token_key)
 
     # --------------------------------------------------------------- reveal (§3.10)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdl_core import MailboxMessage
-
 from darkmesh_warm_intro.context import WarmIntroContext
 from darkmesh_warm_intro.v2.core import TEMPLATE, Outcome, Refused, V2Core
 from darkmesh_warm_intro.v2.requester import Requester
 from darkmesh_warm_intro.v2.responder import Responder
+from sdl_core import MailboxMessage
 
 __all__ = ["TEMPLATE", "Outcome", "V2Protocol"]
 
@@ -50,6 +49,7 @@ class V2Protocol:
                 await self.responder.on_reveal_request(opened)
             else:
                 await self.requester.on_reveal_response(opened)
+            self.core.pins.pin(opened.sender, opened.sender_key)  # first contact, accepted
             outcome = Outcome(accepted=True, kind=kind, sender=sender,
                               request_id=message.request_id)
         except Refused as exc:

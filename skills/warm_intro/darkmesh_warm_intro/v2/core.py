@@ -8,13 +8,12 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
-
-from sdl_core import HTTPProblem, IntroRevealed
 
 from darkmesh_warm_intro.context import WarmIntroContext
 from darkmesh_warm_intro.sealing import KeyPins, NodeKeys, Opened, SealError, open_sealed, seal
+from sdl_core import HTTPProblem, IntroRevealed
 
 log = logging.getLogger("darkmesh.warm_intro.v2")
 
@@ -22,6 +21,8 @@ TEMPLATE = "warm_intro_v2"
 AUDIT_PREFIX = "v2:audit:"
 #: How long a sealed message id is remembered to refuse replays.
 SEEN_TTL_SECONDS = 7 * 24 * 3600
+#: Message kinds that may come from a node whose key is not pinned yet.
+FIRST_CONTACT_KINDS = ("psi_reply", "refusal")
 
 
 class Refused(Exception):
@@ -46,7 +47,7 @@ class Outcome:
 
 
 def utc_now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class V2Core:
@@ -116,9 +117,13 @@ class V2Core:
         if opened.sender == self.node_id:
             raise Refused("own_message", "a message from this node to itself")
         try:
-            self.pins.check(opened.sender, opened.sender_key)
+            known = self.pins.check(opened.sender, opened.sender_key)
         except SealError as exc:
             raise Refused(exc.reason, str(exc)) from None
+        if not known and opened.kind not in FIRST_CONTACT_KINDS:
+            # Only a responder's answer introduces its key; reveal traffic comes from
+            # nodes this one already exchanged a request with.
+            raise Refused("unknown_sender", f"no pinned key for {opened.sender!r}")
         if not self.state.remember_once("v2:seen:" + opened.message_id, SEEN_TTL_SECONDS):
             raise Refused("replayed", "this sealed message was already received")
         return opened

@@ -22,14 +22,13 @@ import secrets
 import time
 from typing import Any
 
-from sdl_core import HTTPProblem, IntroRevealed
-
 from darkmesh_warm_intro import psi
 from darkmesh_warm_intro.matching import Target, score
 from darkmesh_warm_intro.models import ConstraintsModel
 from darkmesh_warm_intro.sealing import Opened, b64d, b64e, fingerprint
 from darkmesh_warm_intro.v2 import exchange
 from darkmesh_warm_intro.v2.core import TEMPLATE, Refused, V2Core
+from sdl_core import HTTPProblem, IntroRevealed
 
 REQ_PREFIX = "v2:req:"
 ANS_PREFIX = "v2:ans:"
@@ -128,7 +127,7 @@ class Requester:
                 break
             try:
                 await asyncio.wait_for(event.wait(), timeout=remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             event.clear()
             record = self._load(request_id)

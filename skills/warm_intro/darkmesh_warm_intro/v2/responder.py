@@ -27,13 +27,12 @@ import secrets
 import time
 from typing import Any
 
-from sdl_core import HTTPProblem, IntroRevealed
-
 from darkmesh_warm_intro import psi
 from darkmesh_warm_intro.matching import NEXT_STEP, Target, choose_contact, target_strength
 from darkmesh_warm_intro.sealing import Opened, SealError, b64d, b64e, fingerprint
 from darkmesh_warm_intro.v2 import exchange
 from darkmesh_warm_intro.v2.core import TEMPLATE, Outcome, Refused, V2Core, utc_now_iso
+from sdl_core import HTTPProblem, IntroRevealed
 
 log = logging.getLogger("darkmesh.warm_intro.v2")
 
@@ -98,8 +97,8 @@ class Responder:
         budget = self._spend_budget(requester)
         refusal = await self._check_post(data, post.get("target"), limit, budget)
         if isinstance(refusal, str):
-            await self._deliver(to=requester, to_key=requester_key, request_id=request_id,
-                                kind="refusal", body={"reason": refusal, "budget": budget})
+            await self._send_now(to=requester, to_key=requester_key, request_id=request_id,
+                                 kind="refusal", body={"reason": refusal, "budget": budget})
             return Outcome(accepted=False, kind="post", sender=requester, request_id=request_id,
                            reason=refusal.split(":", 1)[0], detail=refusal)
         elements, target = refusal
@@ -109,11 +108,12 @@ class Responder:
             own_identifiers=self.core.ctx.host.settings.self_identifiers, payload=payload,
             context=exchange.binding(request_id, requester, self.core.node_id),
         )
-        await self._deliver(to=requester, to_key=requester_key, request_id=request_id,
-                            kind="psi_reply",
-                            body={"protocol": exchange.PROTOCOL, "y": b64e(reply.y_blob),
-                                  "entries": b64e(reply.entries),
-                                  "payload": b64e(reply.ciphertext), "budget": budget})
+        await self._send_now(to=requester, to_key=requester_key, request_id=request_id,
+                             kind="psi_reply",
+                             body={"protocol": exchange.PROTOCOL, "y": b64e(reply.y_blob),
+                                   "entries": b64e(reply.entries),
+                                   "payload": b64e(reply.ciphertext), "budget": budget})
+        self.core.pins.pin(requester, requester_key)  # first contact, answered
         return Outcome(accepted=True, kind="post", sender=requester, request_id=request_id)
 
     async def _check_post(self, data: dict[str, Any], raw_target: Any, limit: int,
@@ -166,9 +166,20 @@ class Responder:
 
     # --------------------------------------------------------------- delivery
 
+    async def _send_now(self, *, to: str, to_key: bytes, request_id: str, kind: str,
+                        body: dict[str, Any]) -> None:
+        """Answers to a post are only useful before the requester's deadline: sent once,
+        never queued (a failure is logged; the requester's deadline covers it)."""
+        try:
+            await self.core.send(to=to, to_key=to_key, request_id=request_id, kind=kind,
+                                 body=body)
+        except HTTPProblem as exc:
+            raise Refused("send_failed", str(exc.detail)) from None
+
     async def _deliver(self, *, to: str, to_key: bytes, request_id: str, kind: str,
                        body: dict[str, Any]) -> None:
-        """Send through the outbox: kept until the relay accepts it, retried later."""
+        """Send a reveal decision through the outbox: kept until the relay accepts it,
+        retried at start-up and before each decision."""
         key = f"{OUTBOX_PREFIX}{time.time():017.6f}:{secrets.token_hex(4)}"
         entry = {"to": to, "to_key": b64e(to_key), "request_id": request_id, "kind": kind,
                  "body": body}

@@ -15,6 +15,7 @@ import copy
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from standin.errors import StandinError
@@ -34,9 +35,9 @@ _MISS = object()
 
 
 def iso(ts: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[
         :-3
     ] + "Z"
 

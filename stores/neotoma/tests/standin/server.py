@@ -11,7 +11,7 @@ import asyncio
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -40,7 +40,7 @@ class StandinServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> StandinServer:
+    def start(self) -> Self:
         if self._server is not None:
             return self
         sock = self._sock if self._sock is not None else free_socket(self.port)
@@ -70,7 +70,7 @@ class StandinServer:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> StandinServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

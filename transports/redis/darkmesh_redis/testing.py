@@ -1,7 +1,8 @@
-"""A real ``redis-server`` process on 127.0.0.1 for the tests: start, stop, kill, restart.
+"""Test helpers: a real ``redis-server`` on 127.0.0.1, settings and relays on it.
 
-The tests need the Debian ``redis-server`` binary; when it is missing they fail (not
-skip) with the command that installs it, because CI installs it and a silently skipped
+For this distribution's tests and for cross-package tests (``tests/integration``).
+Tests need the Debian ``redis-server`` binary; when it is missing they fail (not skip)
+with the command that installs it, because CI installs it and a silently skipped
 backend suite would hide a broken backend.
 """
 
@@ -12,9 +13,9 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
-
-import pytest
+from typing import Any
 
 INSTALL_HINT = (
     "redis-server is not installed; the darkmesh-redis tests need a real Redis. "
@@ -30,8 +31,11 @@ def free_port() -> int:
 
 
 def redis_binary() -> str:
+    """Path of redis-server; fails the running test when it is not installed."""
     path = shutil.which("redis-server")
     if path is None:
+        import pytest
+
         pytest.fail(INSTALL_HINT, pytrace=False)
     return path
 
@@ -104,6 +108,60 @@ class RedisServer:
         process.kill()
         process.wait(timeout=5)
 
+    def command(self, *words: str) -> bytes:
+        """Send one inline command (``FLUSHALL``) and return the raw reply line."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(" ".join(words).encode() + b"\r\n")
+            return sock.recv(4096)
+
+    def flushall(self) -> None:
+        """Lose every key, as a wiped or replaced Redis would."""
+        reply = self.command("FLUSHALL")
+        if not reply.startswith(b"+OK"):
+            raise RuntimeError(f"FLUSHALL failed: {reply!r}")
+
     def restart(self) -> RedisServer:
         self.stop()
         return self.start()
+
+
+#: Shared relay key of :func:`make_relay_host` relays (hmac mode).
+RELAY_KEY = "redis-tests-relay-key"
+
+
+def make_settings(url: str, prefix: str | None = None, **overrides: Any) -> Any:
+    """:class:`~darkmesh_redis.settings.RedisSettings` for tests: a fresh key prefix and
+    short timeouts, so failures surface in about two seconds."""
+    from darkmesh_redis.settings import RedisSettings
+
+    values: dict[str, Any] = {
+        "url": url,
+        "key_prefix": prefix or f"test-{uuid.uuid4().hex[:12]}:",
+        "retry_attempts": 2,
+        "retry_backoff_seconds": 0.05,
+        "socket_timeout_seconds": 1.0,
+        "connect_timeout_seconds": 1.0,
+    }
+    values.update(overrides)
+    return RedisSettings(**values)
+
+
+def settings_env(settings: Any) -> dict[str, str]:
+    """``DARKMESH_REDIS_*`` variables that reproduce ``settings`` in a relay process."""
+    env = {}
+    for name, value in settings.model_dump().items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"DARKMESH_REDIS_{name.upper()}"] = str(value)
+    return env
+
+
+def make_relay_host(settings: Any) -> Any:
+    """An unstarted in-process relay on the redis backend (hmac mode, key RELAY_KEY)."""
+    from sdl_core import RelayHost, RelaySettings, make_plugin_manager
+
+    relay_settings = RelaySettings(backend="redis", auth_mode="hmac", key=RELAY_KEY)
+    table = settings.model_dump(mode="json")
+    table["password"] = settings.password.get_secret_value()
+    return RelayHost(make_plugin_manager(only={"darkmesh-redis"}), relay_settings,
+                     {"redis": table})

@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -72,7 +72,7 @@ class RedisRelays:
     def urls(self) -> list[str]:
         return [relay.url for relay in self.relays]
 
-    def __enter__(self) -> RedisRelays:
+    def __enter__(self) -> Self:
         self.redis.start()
         try:
             for relay in self.relays:

@@ -248,7 +248,7 @@ def guard(runtime: Runtime, route: RouteSpec, *, max_body_bytes: int) -> Endpoin
             replayed = _replaying_request(request, body)
             replayed.state.identity = identity
             replayed.state.body = body
-            response = await endpoint(replayed)
+            response: Response = await endpoint(replayed)
             status = response.status_code
             return response
         except HTTPProblem as problem:

@@ -20,7 +20,7 @@ log = logging.getLogger("darkmesh.events")
 
 Handler = Callable[[Any], Awaitable[None]]
 
-INTRO_REVEALED = "intro.revealed"
+INTRO_REVEALED: Literal["intro.revealed"] = "intro.revealed"
 
 
 class TargetRef(BaseModel):

@@ -77,7 +77,7 @@ async def integrations_panel(host: Host) -> Panel:
             count = await host.store.count(name)
             rows.append({"name": name, "records": count, "required": name in required,
                          "ready": count > 0})
-    except Exception as exc:  # a store probe must never break the page
+    except Exception as exc:  # noqa: BLE001 - a store probe must never break the page
         return Panel(error=f"store {host.settings.store!r}: {type(exc).__name__}: {exc}")
     ready = all(r["ready"] for r in rows if r["required"])
     return Panel(data={"ready": ready, "rows": rows})
@@ -144,7 +144,7 @@ def trust_panel(host: Host) -> Panel:
         return Panel(unavailable=reason)
     try:
         return Panel(data=panel.listing())
-    except Exception as exc:  # the registry file is the operator's to fix
+    except Exception as exc:  # noqa: BLE001 - the registry file is the operator's to fix
         return Panel(error=f"{type(exc).__name__}: {exc}")
 
 

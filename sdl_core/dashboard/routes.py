@@ -111,7 +111,7 @@ class Dashboard:
         """The posted form (urlencoded or multipart without files), fields bounded."""
         try:
             form = await request.form(max_files=0, max_fields=32, max_part_size=MAX_FORM_BYTES)
-        except Exception as exc:  # python-multipart's errors: malformed input, not ours
+        except Exception as exc:  # noqa: BLE001 - python-multipart: malformed input, not ours
             raise HTTPProblem(400, f"malformed form: {type(exc).__name__}",
                               reason="malformed_form") from None
         for value in form.values():

@@ -352,14 +352,14 @@ async def test_panels_render_without_javascript_and_escape_everything(
         assert "default-src 'none'" in page.headers["content-security-policy"]
         assert page.headers["x-frame-options"] == "DENY"
         assert 'data-approval-id="ap1"' in html and 'action="/darkmesh/ui/approvals/ap1/approve"' in html
-        assert re.search(r'data-dataset="contacts">.*?class="records">1<', html, re.S)
+        assert re.search(r'data-dataset="contacts">.*?class="records">1<', html, re.DOTALL)
         assert "node_b" in html and "warm_intro" in html
         assert "f1f1f1f1" in html  # the v2 key fingerprint, from the /keys route
         await client.post(f"{UI}/approvals/ap1/approve", data={"csrf_token": token})
         after = (await client.get(UI)).text
         assert "Nothing waits for your consent." in after
         assert re.search(r'class="intro" data-request-id="rq1">.*?class="state">revealed<',
-                         after, re.S)
+                         after, re.DOTALL)
         assert "<script" not in after.lower()
 
 

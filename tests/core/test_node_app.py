@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from sdl_core.testing.served import served_app
 
 import sdl_core.auth as auth_module
 from sdl_core import PUBLIC, RouteSpec, SignerSpec, SkillSpec, StartupError, hookimpl
@@ -28,6 +27,7 @@ from sdl_core.node_models import (
     PluginsResponse,
 )
 from sdl_core.testing.host import TEST_NODE_KEY, TEST_PEER_KEY, make_host
+from sdl_core.testing.served import served_app
 
 KEY = {"X-Darkmesh-Key": TEST_NODE_KEY}
 

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from darkmesh_warm_intro.cluster import SKILL, LocalCluster, demo_rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -30,7 +29,7 @@ TARGET = {"target": {"company": "Company X", "role": "Business Development"}}
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-LOGIN_LINE = re.compile(r"^dashboard: (http://\S+/darkmesh/ui/login\?token=\S+)", re.M)
+LOGIN_LINE = re.compile(r"^dashboard: (http://\S+/darkmesh/ui/login\?token=\S+)", re.MULTILINE)
 
 
 def chromium_path() -> str:

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from mcp import Client, StdioServerParameters
-
 from darkmesh_warm_intro.cluster import CLI, LocalCluster, demo_rows
+from mcp import Client, StdioServerParameters
 
 pytestmark = pytest.mark.e2e
 

@@ -31,7 +31,14 @@ from darkmesh_redis.connection import RedisConnection
 from darkmesh_redis.keys import Keys
 from darkmesh_redis.settings import RedisSettings
 from darkmesh_redis.watcher import BLOCK_SLICE_SECONDS, EventWatcher, Signals
-from sdl_core import HTTPProblem, JSONObject, MailboxMessage, NodeRecord, PullResult
+from sdl_core import (
+    HTTPProblem,
+    JSONObject,
+    MailboxMessage,
+    NodeRecord,
+    PullResult,
+    RelayUnavailable,
+)
 
 log = logging.getLogger("darkmesh.redis")
 
@@ -43,6 +50,8 @@ PURGE_BATCH = 500
 DEDUPE_TTL_MS = 120_000
 #: Largest seq that fits a stream id part (2**64 - 1), less one for the ``+1``.
 MAX_CURSOR = 2**64 - 2
+#: Selections restarted because the data vanished mid-pull, before giving up.
+MAX_EPOCH_RESTARTS = 3
 _MESSAGE_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
 
 
@@ -88,6 +97,8 @@ class RedisRelayBackend:
         self._janitor: asyncio.Task[None] | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._last_epoch = ""
+        #: Entries one pull script may examine; tests shrink it to exercise paging.
+        self.scan_budget = PULL_SCAN_BUDGET
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -302,7 +313,7 @@ class RedisRelayBackend:
         """The v1 selection rule, run as pages of :data:`scripts.PULL_PAGE`."""
         first = f"{min(max(cursor, 0), MAX_CURSOR) + 1}-0"
         epoch: str | None = None
-        while True:
+        for _attempt in range(MAX_EPOCH_RESTARTS):
             start, highest = first, cursor
             posts: list[JSONObject] = []
             restarted = False
@@ -310,7 +321,7 @@ class RedisRelayBackend:
                 page_epoch, page_highest, next_start, state, picked = await self._script(
                     "pull", "PULL_PAGE", self._post_keys(),
                     [secrets.token_hex(16), start, _num(now), node_id, limit - len(posts),
-                     PULL_SCAN_BUDGET, *caps],
+                     self.scan_budget, *caps],
                 )
                 if epoch is None:
                     epoch = str(page_epoch)
@@ -328,6 +339,7 @@ class RedisRelayBackend:
             if not restarted:
                 self._last_epoch = epoch
                 return epoch, highest, posts
+        raise RelayUnavailable("redis data keeps disappearing (epoch changed during a pull)")
 
     async def pull(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,8 +13,11 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as redis_asyncio
 from darkmesh_redis.backend import RedisRelayBackend
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sdl_core import HTTPProblem, NodeRecord
+from sdl_core.testing.relay_contract import reference_selection
 
 V1 = "warm_intro_v1"
 
@@ -275,3 +279,50 @@ async def test_names_with_key_syntax_stay_apart(redis_backend: RedisRelayBackend
     await redis_backend.touch_node("n1", ["t*", "t:1"], time.time())
     assert await redis_backend.live_nodes("t", time.time() - 60, "x") == 0
     assert await redis_backend.live_nodes("t*", time.time() - 60, "x") == 1
+
+
+# ------------------------------------------------------------- selection property
+
+_posts = st.lists(st.tuples(st.sampled_from(["n1", "n2", "n3"]),
+                            st.sampled_from(["t1", "t2", "t3"]),
+                            st.booleans()),  # expired at pull time?
+                  max_size=30)
+_pulls = st.lists(st.tuples(st.sampled_from(["n1", "n2", "n4"]),
+                            st.sets(st.sampled_from(["t1", "t2", "t3"]), min_size=1),
+                            st.integers(min_value=0, max_value=32),
+                            st.integers(min_value=1, max_value=6)),
+                  min_size=1, max_size=5)
+
+
+@pytest.mark.asyncio
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.differing_executors])
+@given(posts=_posts, pulls=_pulls, budget=st.integers(min_value=1, max_value=5))
+async def test_paged_selection_with_expiry_is_the_v1_rule(
+    redis_backend: RedisRelayBackend, twin: RedisRelayBackend,
+    posts: list[tuple[str, str, bool]], pulls: list[tuple[str, set[str], int, int]],
+    budget: int,
+) -> None:
+    """Publishes through two relays, pulls with a tiny scan budget (many script pages),
+    expired posts treated as purged: the answer is the v1 rule over the live posts."""
+    tag = uuid.uuid4().hex[:8]
+    now = time.time()
+    base = (await redis_backend.publish(post(f"{tag}-marker", f"{tag}-marker"), now + 600))["seq"]
+    live: list[tuple[int, str, str]] = []
+    for index, (requester, template, expired) in enumerate(posts):
+        via = twin if index % 2 else redis_backend
+        stored = await via.publish(post(f"{tag}-{requester}", f"{tag}-{template}"),
+                                   now + (5 if expired else 600))
+        if not expired:
+            live.append((stored["seq"], stored["requester_id"], stored["template"]))
+    twin.scan_budget = budget
+    later = now + 10  # the short-lived posts have expired by then
+    for node, caps, offset, limit in pulls:
+        node_id = f"{tag}-{node}"
+        templates = {f"{tag}-{t}" for t in caps}
+        expected_cursor, expected = reference_selection(live, node_id, templates,
+                                                        base + offset, limit)
+        result = await twin.pull(node_id, sorted(templates), base + offset, limit, 0, later)
+        assert [p["seq"] for p in result.posts] == expected
+        assert result.cursor == expected_cursor

@@ -30,7 +30,9 @@ SELF_IDS = {"node_a": "founder@startup.com", "node_b": "casey@connector.com",
             "node_c": "carol@elsewhere.com"}
 
 
-def synthetic_contacts(prefix: str, count: int, extra: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def synthetic_contacts(
+    prefix: str, count: int, extra: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     rows = [{"name": f"{prefix} {i}", "email": f"{prefix}{i}@{prefix}.example",
              "org": f"Org {i % 50}", "role": "Engineer", "strength": 0.5 + (i % 40) / 100}
             for i in range(count - len(extra))]

@@ -161,7 +161,9 @@ async def round_trips(url: str, backend: str, concurrency: int, duration: float)
     latencies: list[float] = []
     count = 0
     stop_at = time.perf_counter() + duration
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+    limits = httpx.Limits(
+        max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
+    )
 
     async def worker(client: httpx.AsyncClient, number: int) -> None:
         nonlocal count

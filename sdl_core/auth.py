@@ -79,12 +79,16 @@ RELAY_HEADER_RULE = SharedKeyRule(location="header", status=403, detail="invalid
 RELAY_EITHER_RULE = SharedKeyRule(location="either", status=403, detail="invalid relay_key")
 
 
+def _is_peer_route(route: RouteSpec) -> bool:
+    return route.peer_route or route.capability in PEER_CAPABILITIES
+
+
 def shared_secret(runtime: Runtime, route: RouteSpec) -> str:
     """The secret a shared-key caller must present for ``route``."""
     settings: Any = runtime.settings  # type: ignore[attr-defined]
     if runtime.role == "relay":
         return str(settings.key.get_secret_value())
-    if route.peer_route or route.capability in PEER_CAPABILITIES:
+    if _is_peer_route(route):
         return str(settings.peer_key.get_secret_value())
     return str(settings.node_key.get_secret_value())
 
@@ -124,7 +128,10 @@ def default_authorities(url: str) -> list[str]:
     """The authority of ``url``; for a loopback host, all three loopback spellings."""
     parts = urlsplit(url)
     authority = normalise_authority(parts.netloc, parts.scheme or "http")
-    host, _, port = authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+    if authority.endswith("]"):
+        host, port = authority, ""
+    else:
+        host, _, port = authority.rpartition(":")
     if not host:
         host, port = authority, ""
     if host in LOOPBACK:
@@ -150,7 +157,9 @@ def _inbound(request: Request, body: bytes) -> InboundRequest:
     raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
     path = raw_path.decode("latin-1").split("?", 1)[0] or "/"
     query = request.scope.get("query_string", b"").decode("latin-1")
-    headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.scope["headers"]]
+    headers = [
+        (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.scope["headers"]
+    ]
     return InboundRequest(method=request.method.upper(), raw_path=path, query=query,
                           headers=headers, body=body)
 
@@ -213,7 +222,9 @@ def _check_shared_key(
     return Identity(scheme="shared-key", capabilities=frozenset({route.capability}))
 
 
-async def authenticate(runtime: Runtime, route: RouteSpec, request: Request, body: bytes) -> Identity:
+async def authenticate(
+    runtime: Runtime, route: RouteSpec, request: Request, body: bytes
+) -> Identity:
     """Decide who the caller is for ``route`` (raises :class:`HTTPProblem`)."""
     if route.capability == PUBLIC:
         return Identity(scheme="public")
@@ -228,9 +239,12 @@ async def authenticate(runtime: Runtime, route: RouteSpec, request: Request, bod
     if signed and mode != "hmac":
         identity = await _verify(runtime, request, body, route.capability)
         runtime.metrics.auth_accepted.labels(scheme="aauth").inc()
+        runtime.metrics.count_caller("aauth", identity.sub or "unknown")
         return identity
     identity = _check_shared_key(runtime, route, request, body)
     runtime.metrics.auth_accepted.labels(scheme="shared-key").inc()
+    kind = "peer-key" if runtime.role == "node" and _is_peer_route(route) else "key"
+    runtime.metrics.count_caller("shared-key", kind)
     return identity
 
 

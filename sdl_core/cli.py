@@ -413,7 +413,8 @@ async def _import_upstream(config: Path, vault_path: Path) -> dict[str, int]:
 
 
 @main.command("status")
-@click.option("--url", callback=_url_flag, help="Node base URL [default: the settings' listen_url].")
+@click.option("--url", callback=_url_flag,
+              help="Node base URL [default: the settings' listen_url].")
 @click.option("--timeout", type=click.FloatRange(0.1, 120), default=5.0, show_default=True,
               help="Seconds to wait for the node.")
 @click.pass_context

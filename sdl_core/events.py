@@ -81,7 +81,7 @@ class EventBus:
             asyncio.create_task(self._run(name, handler, payload), name=f"event:{event}:{name}")
             for name, handler in handlers
         ]
-        done, pending = await asyncio.wait(tasks, timeout=self.budget)
+        _done, pending = await asyncio.wait(tasks, timeout=self.budget)
         for task in pending:
             self.timeouts += 1
             log.warning("subscriber %s still running after the %.1fs budget", task.get_name(),

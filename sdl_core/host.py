@@ -63,6 +63,10 @@ class Runtime:
     """What node and relay hosts share: plugins, settings tables, plugin objects."""
 
     role: ClassVar[Literal["node", "relay"]]
+    #: The settings file this runtime was read from (``create`` sets it), so plugins can
+    #: resolve paths "beside the settings file" whether it came from ``--config``,
+    #: ``DARKMESH_CONFIG`` or ``./darkmesh.toml``.
+    config_file: Path | None = None
 
     def __init__(
         self,
@@ -160,10 +164,12 @@ class Host(Runtime):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Host:
         """Read the settings file and environment, load plugins, validate node settings."""
-        tables, warnings = read_config_file(config_path(config))
+        source = config_path(config)
+        tables, warnings = read_config_file(source)
         settings = load_settings(NodeSettings, tables, overrides=overrides)
         manager = pm or make_plugin_manager(plugins=plugins)
         host = cls(manager, settings, tables, warnings, transport=transport)
+        host.config_file = source
         host.report_unknown_tables()
         return host
 
@@ -376,6 +382,7 @@ class Host(Runtime):
             out[name] = value
         if self.listener is not None:
             out["listener"] = self.listener.status()
+        out["auth"] = {"mode": self.settings.auth_mode, "callers": self.metrics.callers_json()}
         return out
 
 
@@ -405,9 +412,12 @@ class RelayHost(Runtime):
         pm: pluggy.PluginManager | None = None,
         plugins: Sequence[object] = (),
     ) -> RelayHost:
-        tables, warnings = read_config_file(config_path(config))
+        source = config_path(config)
+        tables, warnings = read_config_file(source)
         settings = load_settings(RelaySettings, tables, overrides=overrides)
-        return cls(pm or make_plugin_manager(plugins=plugins), settings, tables, warnings)
+        relay = cls(pm or make_plugin_manager(plugins=plugins), settings, tables, warnings)
+        relay.config_file = source
+        return relay
 
     async def start(self) -> None:
         from sdl_core.auth import validate_relay_auth

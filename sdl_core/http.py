@@ -64,7 +64,9 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     if declared is not None:
         try:
             if int(declared) > limit:
-                raise HTTPProblem(413, f"request body exceeds {limit} bytes", reason="body_too_large")
+                raise HTTPProblem(
+                    413, f"request body exceeds {limit} bytes", reason="body_too_large"
+                )
         except ValueError:
             raise HTTPProblem(400, "invalid Content-Length header") from None
     chunks: list[bytes] = []

@@ -5,7 +5,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "MAX_CALLERS", "Metrics"]
+
+#: Distinct callers counted by name before the rest count as ``other``.
+MAX_CALLERS = 1000
 
 
 class Metrics:
@@ -44,6 +47,24 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
         self.role = role
+        self.callers: dict[tuple[str, str], int] = {}
+
+    def count_caller(self, scheme: str, caller: str) -> None:
+        """Count one accepted request per (scheme, caller), for ``darkmesh status``.
+
+        Shows during a migration from shared keys (``spec/aauth.md`` §5.3) which callers
+        still use the key. Bounded: callers past :data:`MAX_CALLERS` count as ``other``.
+        """
+        key = (scheme, caller)
+        if key not in self.callers and len(self.callers) >= MAX_CALLERS:
+            key = (scheme, "other")
+        self.callers[key] = self.callers.get(key, 0) + 1
+
+    def callers_json(self) -> list[dict[str, object]]:
+        return [
+            {"scheme": scheme, "caller": caller, "accepted": count}
+            for (scheme, caller), count in sorted(self.callers.items())
+        ]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

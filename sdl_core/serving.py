@@ -60,12 +60,21 @@ async def serve_app(
     await serve(app, config, shutdown_trigger=trigger)
 
 
+def _quiet_cancellation(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Drop the CancelledError that asyncio's stream callback reports for connections
+    (held long-polls) that Hypercorn cancels at shutdown; report everything else."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
 def run_app(app: Any, *, host: str, port: int) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully (blocking)."""
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_cancellation)
         for signum in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(signum, stop.set)

@@ -15,9 +15,18 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -27,7 +36,7 @@ NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
 #: The tables of the active settings file, read by :class:`FileTableSource`.
 _FILE_TABLES: contextvars.ContextVar[Mapping[str, Mapping[str, Any]]] = contextvars.ContextVar(
-    "darkmesh_file_tables", default={}
+    "darkmesh_file_tables", default=MappingProxyType({})
 )
 
 
@@ -198,7 +207,9 @@ class RelaySettings(DarkmeshSettings):
     )
     auth_mode: AuthModeSetting = Field(default="either", description="hmac | aauth | either")
     backend: str = Field(default="sqlite", description="relay backend plugin")
-    data_dir: Path = Field(default=Path("relay-data"), description="directory of the sqlite backend")
+    data_dir: Path = Field(
+        default=Path("relay-data"), description="directory of the sqlite backend"
+    )
     max_message_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="largest post or mailbox message"
     )
@@ -295,7 +306,7 @@ def describe_validation_error(model: type[BaseSettings], exc: ValidationError) -
 
 
 def load_settings(
-    model: type[DarkmeshSettings] | type[BaseSettings],
+    model: type[DarkmeshSettings | BaseSettings],
     tables: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     plugin: str = "darkmesh-sdl",
@@ -326,7 +337,9 @@ def redacted(settings: BaseSettings) -> dict[str, Any]:
         elif isinstance(value, BaseModel):
             out[name] = value.model_dump(mode="json")
         elif isinstance(value, list):
-            out[name] = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+            out[name] = [
+                v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value
+            ]
         else:
             out[name] = value
     return out

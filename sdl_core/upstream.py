@@ -60,7 +60,9 @@ def _present(value: Any) -> bool:
     return value is not None and value != ""
 
 
-def tables_from_upstream_json(raw: bytes, source: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def tables_from_upstream_json(
+    raw: bytes, source: str
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Map an upstream JSON node config to settings tables; return ``(tables, warnings)``.
 
     The tables are ``node``, ``warm_intro``, ``aauth`` and ``neotoma`` (empty ones left

@@ -238,6 +238,7 @@ def build_connector_signer(options: ConnectorOptions, pm: Any = None) -> Signer 
         aauth["connector_iss"] = options.aauth_iss
     aauth.setdefault("operator", options.loaded.operator)
     runtime = ConnectorRuntime(manager, tables, options.loaded.settings)
+    runtime.config_file = options.loaded.source
     return runtime.build_signer()
 
 

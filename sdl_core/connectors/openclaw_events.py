@@ -11,7 +11,7 @@ import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 DEFAULT_CHANNEL_WEIGHTS: dict[str, float] = {
@@ -120,7 +120,7 @@ def channel_of(event: Mapping[str, Any]) -> str:
 def _epoch(value: float) -> datetime | None:
     seconds = value / 1000 if value > 1e12 else value
     try:
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        return datetime.fromtimestamp(seconds, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -148,8 +148,8 @@ def timestamp_of(event: Mapping[str, Any]) -> datetime | None:
             except ValueError:
                 return None
         if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
     return None
 
 
@@ -404,7 +404,7 @@ def score_contacts(
         item for event in events for item in interactions_of(event, self_ids)
     )
     aggregates = aggregate(stream, table, self_ids)
-    moment = now or datetime.now(timezone.utc)
+    moment = now or datetime.now(UTC)
     floor = min(1.0, max(0.0, min_strength))
     scored = [(agg, agg.strength(moment)) for agg in aggregates.values()]
     kept = [pair for pair in scored if pair[1] >= floor]

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -33,6 +34,7 @@ from starlette.routing import Route
 from sdl_core.auth import bind, bind_owner, guard, request_body, request_identity
 from sdl_core.errors import HTTPProblem
 from sdl_core.http import EXCEPTION_HANDLERS, parse_json_object
+from sdl_core.logging import RequestIdMiddleware
 from sdl_core.metrics import CONTENT_TYPE_LATEST
 from sdl_core.protocols import NodeRecord
 from sdl_core.relay import models as m
@@ -477,7 +479,12 @@ def create_relay_app(relay: RelayHost) -> Starlette:
                 await purger
             await relay.stop()
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[Middleware(RequestIdMiddleware)],
+    )
     app.state.relay = relay
     app.state.route_specs = handlers.specs()
     return app

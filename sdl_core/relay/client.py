@@ -117,7 +117,9 @@ class RelayClient:
                 method, f"/darkmesh/relay/{path}", json=body, headers=headers, timeout=timeout
             )
         except httpx.HTTPError as exc:
-            raise RelayError(0, f"relay {self.url} unreachable: {type(exc).__name__}: {exc}") from exc
+            raise RelayError(
+                0, f"relay {self.url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
         try:
             data = response.json()
         except ValueError:

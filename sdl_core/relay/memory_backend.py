@@ -132,7 +132,9 @@ class MemoryRelayBackend:
         deadline = Deadline(wait)
         while True:
             version = self._posts_changed.version
-            out_cursor, selected = self._select(node_id, caps, cursor, limit, now + deadline.elapsed())
+            out_cursor, selected = self._select(
+                node_id, caps, cursor, limit, now + deadline.elapsed()
+            )
             if selected or deadline.remaining() <= 0:
                 return PullResult(cursor=out_cursor, posts=selected, epoch=self._epoch)
             # Posts examined once need not be examined again on wake-up.

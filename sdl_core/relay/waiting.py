@@ -79,6 +79,8 @@ def new_message_id() -> str:
     return secrets.token_hex(16)
 
 
-def selects(post_template: str, requester_id: str, node_id: str, capabilities: frozenset[str]) -> bool:
+def selects(
+    post_template: str, requester_id: str, node_id: str, capabilities: frozenset[str]
+) -> bool:
     """The v1 filter: not the puller's own post, and a template it asked for."""
     return requester_id != node_id and post_template in capabilities

@@ -95,7 +95,8 @@ class RelayProcess:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+                stderr = self.process.stderr
+                err = stderr.read().decode(errors="replace") if stderr else ""
                 raise RuntimeError(f"relay process exited with {self.process.returncode}: {err}")
             try:
                 if httpx.get(f"{self.url}/darkmesh/relay/health", timeout=1).status_code == 200:

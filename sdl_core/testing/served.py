@@ -64,9 +64,11 @@ def served_app(app: Any, *, health_path: str = "/", startup_timeout: float = 15.
         try:
             httpx.get(url + health_path, timeout=1)
             break
-        except httpx.HTTPError:
+        except httpx.HTTPError as exc:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"app did not answer on {url} within {startup_timeout}s")
+                raise RuntimeError(
+                    f"app did not answer on {url} within {startup_timeout}s"
+                ) from exc
             time.sleep(0.05)
     try:
         yield url

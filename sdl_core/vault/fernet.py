@@ -35,7 +35,9 @@ def load_fernet(vault_path: str | Path) -> Fernet:
             "vault directory holding vault.key and the .enc files"
         ) from exc
     except OSError as exc:
-        raise UpstreamVaultError(f"cannot read upstream vault key {key_path}: {exc.strerror}") from exc
+        raise UpstreamVaultError(
+            f"cannot read upstream vault key {key_path}: {exc.strerror}"
+        ) from exc
     try:
         return Fernet(raw)
     except ValueError as exc:

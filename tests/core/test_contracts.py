@@ -70,7 +70,7 @@ def test_schemas_match_for_installed_distributions(
     fresh: dict[str, str], committed: dict[str, Any]
 ) -> None:
     installed = _installed()
-    for ref, entry in committed["schemas"].items():
+    for entry in committed["schemas"].values():
         if entry["distribution"] in installed:
             assert entry["file"] in fresh, f"contracts/{entry['file']} is stale; {HOW}"
     for name, content in fresh.items():

@@ -150,7 +150,7 @@ def test_bom_and_quoted_cells(tmp_path: Path) -> None:
 ])
 def test_contacts_header_required(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path / "contacts.csv", text)
-    with pytest.raises(CsvFormatError, match="contacts.csv") as info:
+    with pytest.raises(CsvFormatError, match=r"contacts\.csv") as info:
         read_all(path, CONTACTS)
     assert message in str(info.value)
 
@@ -160,14 +160,14 @@ def test_interactions_header_needs_email(tmp_path: Path) -> None:
     with pytest.raises(CsvFormatError, match=r"i.csv: the header row has no email column"):
         read_all(path, INTERACTIONS)
     headerless = write(tmp_path / "j.csv", "a@x.com,0.4\n")
-    with pytest.raises(CsvFormatError, match="j.csv has no header row"):
+    with pytest.raises(CsvFormatError, match=r"j\.csv has no header row"):
         read_all(headerless, INTERACTIONS)
 
 
 def test_undecodable_file(tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
     path.write_bytes(b"name,email\nCasey,\xff\xfe@x.com\n")
-    with pytest.raises(CsvFormatError, match="c.csv is not UTF-8 text"):
+    with pytest.raises(CsvFormatError, match=r"c\.csv is not UTF-8 text"):
         read_all(path, CONTACTS)
 
 
@@ -282,7 +282,7 @@ async def test_unreachable_node_is_a_clear_error() -> None:
         port = sock.getsockname()[1]
     client = IngestClient(f"http://127.0.0.1:{port}", timeout=2, quiet=True)
     auth = ConnectorAuth(name="csv-contacts", auth=None, node_key=NODE_KEY, sub=None)
-    with pytest.raises(IngestError, match="cannot reach the node.*check --url"):
+    with pytest.raises(IngestError, match=r"cannot reach the node.*check --url"):
         await client.post_batch("contacts", [{"email": "a@x.com"}], auth)
     await client.aclose()
 
@@ -340,7 +340,7 @@ def test_hmac_needs_the_node_key() -> None:
 
 def test_either_without_any_key_names_both_flags() -> None:
     options = options_for(auth_mode="either", node_key="")
-    with pytest.raises(Exception, match="--aauth-private-jwk.*--node-key") as info:
+    with pytest.raises(Exception, match=r"--aauth-private-jwk.*--node-key") as info:
         prepare_auth(options, ["csv-contacts"])
     assert info.value.exit_code == 2  # type: ignore[attr-defined]
 
@@ -351,8 +351,8 @@ def test_aauth_without_signer_plugin_names_it() -> None:
 
 
 def test_aauth_without_connector_key_names_the_flag() -> None:
-    with pytest.raises(Exception, match="no signing key; give --aauth-private-jwk.*"
-                                        "connector-csv-contacts@local"):
+    with pytest.raises(Exception, match=r"no signing key; give --aauth-private-jwk.*"
+                                        r"connector-csv-contacts@local"):
         prepare_auth(options_for(auth_mode="aauth"), ["csv-contacts"],
                      signer_factory=lambda o: FakeSigner(set()))
 

@@ -22,7 +22,7 @@ from sdl_core.cli import CliState, main
 from sdl_core.plugins import make_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC_FILES = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "SKILL.md"]
+DOC_FILES = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "SKILL.md"]
 
 #: Commands that plugins add, by the entry-point name of the distribution adding them.
 #: A doc line using one of these is checked only when that plugin is installed.

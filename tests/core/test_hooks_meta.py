@@ -143,7 +143,7 @@ def test_docs_example_is_runnable_and_registers(hook: str) -> None:
     assert code is not None
     module = types.ModuleType(f"docs_example_{hook}")
     # Running the documented example is the point of this test.
-    exec(compile(code.group(1), f"docs/plugin_hooks.md#{hook}", "exec"), module.__dict__)  # noqa: S102
+    exec(compile(code.group(1), f"docs/plugin_hooks.md#{hook}", "exec"), module.__dict__)
     assert hasattr(module, hook), f"the {hook} example does not implement {hook}"
     pm = make_plugin_manager(entry_points=False, plugins=[module])  # validates the impl
     impls = getattr(pm.hook, hook).get_hookimpls()

@@ -476,3 +476,25 @@ def test_lifespan_starts_and_stops_the_host() -> None:
         echo = httpx.get(f"{url}/darkmesh/skills/echo/echo", headers=KEY, timeout=10)
         assert echo.json()["skill_started"] is True
     assert not host.started
+
+
+@pytest.mark.asyncio
+async def test_status_counts_accepted_callers_by_scheme() -> None:
+    """``spec/aauth.md`` §5.3 step 4: status shows who still uses a shared key."""
+    host = make_host(node_id="node_count")
+    app = create_node_app(host)
+    await host.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://localhost:8001") as client:
+            for _ in range(3):
+                assert (await client.get("/darkmesh/capabilities", headers=KEY)).status_code == 200
+            refused = await client.get("/darkmesh/capabilities", headers={"X-Darkmesh-Key": "no"})
+            assert refused.status_code == 401
+            status = (await client.get("/darkmesh/integrations/status", headers=KEY)).json()
+    finally:
+        await host.stop()
+    auth = status["plugins"]["auth"]
+    assert auth["mode"] == "hmac"
+    # Three capability calls plus the status call itself; the refused one is not counted.
+    assert auth["callers"] == [{"scheme": "shared-key", "caller": "key", "accepted": 4}]

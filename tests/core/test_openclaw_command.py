@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> Any:
 
 def test_ten_in_ten_out_today_with_self_identifier_is_0_925(
         node: tuple[str, Any], tmp_path: Path) -> None:
-    url, host = node
+    url, _host = node
     events = tmp_path / "events.ndjson"
-    events.write_text("\n".join(json.dumps(e) for e in _gmail_events(datetime.now(timezone.utc))))
+    events.write_text("\n".join(json.dumps(e) for e in _gmail_events(datetime.now(UTC))))
     result = run("--events-file", str(events), "--self-identifier", "me@example.org",
                  "--url", url, "--node-key", TEST_NODE_KEY, "--auth-mode", "hmac", "--quiet")
     assert result.exit_code == 0, result.output
@@ -81,7 +81,7 @@ def test_invalid_file_is_fatal_and_names_it(tmp_path: Path) -> None:
 
 def test_warns_without_self_identifier(tmp_path: Path) -> None:
     events = tmp_path / "e.json"
-    events.write_text(json.dumps(_gmail_events(datetime.now(timezone.utc))))
+    events.write_text(json.dumps(_gmail_events(datetime.now(UTC))))
     result = CliRunner().invoke(main, ["ingest", "openclaw", "--events-file", str(events),
                                        "--dry-run"])
     assert result.exit_code == 0
@@ -91,7 +91,7 @@ def test_warns_without_self_identifier(tmp_path: Path) -> None:
 
 
 def _fake_openclaw(seen: list[dict[str, str]]) -> Starlette:
-    now = datetime.now(timezone.utc).isoformat()
+    now = datetime.now(UTC).isoformat()
 
     async def integrations(request: Request) -> JSONResponse:
         seen.append({"path": request.url.path, "auth": request.headers.get("authorization", "")})

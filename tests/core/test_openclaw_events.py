@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
@@ -19,7 +19,7 @@ from sdl_core.connectors.openclaw_events import (
     timestamp_of,
 )
 
-NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def _messages(now: datetime) -> list[dict[str, object]]:
@@ -74,11 +74,11 @@ def test_channel_mapping_order(event: dict[str, object], channel: str) -> None:
 
 
 def test_numeric_and_digit_string_timestamps_are_epochs() -> None:
-    assert timestamp_of({"ts": 1_700_000_000}) == datetime.fromtimestamp(1_700_000_000, timezone.utc)
+    assert timestamp_of({"ts": 1_700_000_000}) == datetime.fromtimestamp(1_700_000_000, UTC)
     assert timestamp_of({"ts": 1_700_000_000_000}) == datetime.fromtimestamp(1_700_000_000,
-                                                                             timezone.utc)
-    assert timestamp_of({"ts": "1700000000"}) == datetime.fromtimestamp(1_700_000_000, timezone.utc)
-    assert timestamp_of({"date": "2026-11-30"}) == datetime(2026, 11, 30, tzinfo=timezone.utc)
+                                                                             UTC)
+    assert timestamp_of({"ts": "1700000000"}) == datetime.fromtimestamp(1_700_000_000, UTC)
+    assert timestamp_of({"date": "2026-11-30"}) == datetime(2026, 11, 30, tzinfo=UTC)
     assert timestamp_of({"date": "not a date"}) is None
 
 
@@ -117,7 +117,7 @@ def test_enrichment_weights_filter_and_cap() -> None:
 
 
 @given(st.lists(st.fixed_dictionaries({
-    "channel": st.sampled_from(list(DEFAULT_CHANNEL_WEIGHTS) + ["weird"]),
+    "channel": st.sampled_from([*DEFAULT_CHANNEL_WEIGHTS, "weird"]),
     "counterparty": st.emails(),
     "direction": st.sampled_from(["inbound", "outbound", "sideways"]),
 }), max_size=40))

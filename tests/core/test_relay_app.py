@@ -222,7 +222,9 @@ async def test_register_trims_and_defaults_capabilities(client: httpx.AsyncClien
     {}, {"node_id": "b"}, {"url": "http://b"}, {"node_id": "  ", "url": "http://b"},
     {"node_id": 5, "url": "http://b"}, {"node_id": "b", "url": ["x"]},
 ])
-async def test_register_requires_node_id_and_url(client: httpx.AsyncClient, body: JSONObject) -> None:
+async def test_register_requires_node_id_and_url(
+    client: httpx.AsyncClient, body: JSONObject
+) -> None:
     refused(await post(client, "nodes/register", body), 400, "node_id and url are required")
 
 
@@ -486,7 +488,8 @@ async def test_mailbox_routes_need_a_key(client: httpx.AsyncClient) -> None:
      "to, request_id and payload are required"),
     ({"to": "node_b", "request_id": "r1", "payload": "AA=="}, 400, "from is required"),
     ({**mail(), "payload": "not base64!"}, 400, "payload must be standard base64"),
-    ({**mail(), "payload": base64.b64encode(b"x" * 5000).decode()}, 413, "payload exceeds 4096 bytes"),
+    ({**mail(), "payload": base64.b64encode(b"x" * 5000).decode()}, 413,
+     "payload exceeds 4096 bytes"),
     (mail(to="nobody"), 404, "recipient 'nobody' is not registered"),
     (mail(request_id=7), 400, "to, request_id and payload are required"),
 ])
@@ -678,7 +681,11 @@ def test_every_route_declares_its_capability_and_models(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- fuzzing
 
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                 max_size=4),
     max_leaves=12,

@@ -158,7 +158,9 @@ def test_hookimpls_yield_their_specs() -> None:
 @pytest.mark.asyncio
 async def test_sqlite_factory_puts_the_file_in_data_dir(tmp_path: Path) -> None:
     pm = make_plugin_manager(only=BUILTINS)
-    relay = RelayHost(pm, RelaySettings(key=SecretStr("k"), backend="sqlite", data_dir=tmp_path / "d"))
+    relay = RelayHost(
+        pm, RelaySettings(key=SecretStr("k"), backend="sqlite", data_dir=tmp_path / "d")
+    )
     await relay.start()
     try:
         assert isinstance(relay.backend, SqliteRelayBackend)

@@ -90,7 +90,9 @@ def test_relay_settings_read_their_own_table_and_prefix(monkeypatch: pytest.Monk
     assert s.public_url == "http://localhost:9100"
 
 
-def test_config_path_flag_then_env_then_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_path_flag_then_env_then_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert config_path(None) is None  # clean cwd, no DARKMESH_CONFIG
     local = _write_toml(Path("darkmesh.toml"), "[node]\nnode_id='x'\n")
     assert config_path(None) == local
@@ -138,7 +140,9 @@ def test_core_settings_error_has_no_disable_hint() -> None:
     with pytest.raises(PluginSettingsError) as info:
         load_settings(NodeSettings, {"node": {"node_id": "bad id!"}})
     message = str(info.value)
-    assert message.startswith("darkmesh-sdl: DARKMESH_NODE_ID ([node] node_id): String should match")
+    assert message.startswith(
+        "darkmesh-sdl: DARKMESH_NODE_ID ([node] node_id): String should match"
+    )
     assert "DARKMESH_DISABLE_PLUGINS" not in message
 
 

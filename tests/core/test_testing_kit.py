@@ -171,7 +171,7 @@ async def test_mesh_client_uses_the_operator_key_and_unknown_members_fail() -> N
         with pytest.raises(KeyError, match="no node 'node_z' in this mesh"):
             mesh.client("node_z")
         async with mesh.nodes["node_a"].http_client(base_url="http://elsewhere.mesh") as c:
-            with pytest.raises(httpx.ConnectError, match="no mesh member at elsewhere.mesh"):
+            with pytest.raises(httpx.ConnectError, match=r"no mesh member at elsewhere\.mesh"):
                 await c.get("/")
 
 

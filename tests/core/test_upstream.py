@@ -132,7 +132,7 @@ def test_no_plugin_tables_when_no_plugin_fields() -> None:
     (b"\xff\xfe{}", "is not UTF-8 text"),
 ])
 def test_bad_upstream_config_is_a_config_error(raw: bytes, message: str) -> None:
-    with pytest.raises(ConfigError, match="upstream config node_a.json") as info:
+    with pytest.raises(ConfigError, match=r"upstream config node_a\.json") as info:
         tables_from_upstream_json(raw, source="node_a.json")
     assert message in str(info.value)
 
@@ -250,7 +250,7 @@ def test_enc_content_must_be_a_list_of_objects(tmp_path: Path, payload: bytes,
 
 def test_missing_key_and_directory(tmp_path: Path) -> None:
     (tmp_path / "contacts.enc").write_bytes(b"x")
-    with pytest.raises(UpstreamVaultError, match="vault.key not found"):
+    with pytest.raises(UpstreamVaultError, match=r"vault\.key not found"):
         read_upstream_dataset(tmp_path, "contacts")
     (tmp_path / "vault.key").write_bytes(b"short")
     with pytest.raises(UpstreamVaultError, match="is not a Fernet key"):

@@ -141,7 +141,7 @@ async def test_wrong_key_file_refused_with_clear_error(tmp_path: Path) -> None:
     await vault.close()
     other = tmp_path / "other.key"
     VaultStore.open(tmp_path / "other.db", key_file=other)  # another vault's key
-    with pytest.raises(VaultKeyError, match="other.key does not open vault .*wrong key"):
+    with pytest.raises(VaultKeyError, match=r"other\.key does not open vault .*wrong key"):
         VaultStore.open(db, key_file=other)
 
 
@@ -149,7 +149,7 @@ def test_missing_key_file_for_existing_vault_is_not_recreated(tmp_path: Path) ->
     db, key = tmp_path / "vault.db", tmp_path / "k"
     VaultStore.open(db, key_file=key)
     key.unlink()
-    with pytest.raises(VaultKeyError, match="is missing.*restore the key file"):
+    with pytest.raises(VaultKeyError, match=r"is missing.*restore the key file"):
         VaultStore.open(db, key_file=key)
     assert not key.exists()
 

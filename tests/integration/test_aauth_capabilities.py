@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -35,8 +36,7 @@ from sdl_core.connectors.common import (
 from sdl_core.connectors.csv import CONTACTS, INTERACTIONS, ingest_files
 from sdl_core.plugins import make_plugin_manager
 
-DEMO = Path(__file__).resolve().parents[2] / "skills" / "warm_intro" / "darkmesh_warm_intro" \
-    / "demo_data"
+DEMO = Path(str(resources.files("darkmesh_warm_intro").joinpath("demo_data")))
 
 
 def write_private_jwk(path: Path, who: Identity) -> None:

@@ -6,7 +6,7 @@ signature, never from the body. Run against both built-in relay backends."""
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -48,7 +48,8 @@ def client(transport: httpx.AsyncBaseTransport, who: Identity) -> httpx.AsyncCli
     return httpx.AsyncClient(transport=transport, base_url=RELAY, auth=who.auth())
 
 
-async def post(http: httpx.AsyncClient, path: str, body: dict[str, object]) -> httpx.Response:
+async def post(http: httpx.AsyncClient, path: str, body: Mapping[str, object]
+               ) -> httpx.Response:
     return await http.post(f"/darkmesh/relay/{path}", json=body)
 
 

@@ -17,6 +17,7 @@ from aauth_kit import (
     BASE_REQUEST,
     SKILL,
     TAYLOR,
+    Mode,
     accepted,
     build_mesh,
     ingest_demo,
@@ -27,7 +28,7 @@ from aauth_kit import (
 
 from sdl_core.testing.mesh import InProcessMesh
 
-ALL_AAUTH = {"node_a": "aauth", "node_b": "aauth", "node_c": "aauth"}
+ALL_AAUTH: dict[str, Mode] = {"node_a": "aauth", "node_b": "aauth", "node_c": "aauth"}
 
 
 async def registered(mesh: InProcessMesh, count: int) -> bool:

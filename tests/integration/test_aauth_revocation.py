@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from aauth_kit import (
     BASE_REQUEST,
     SKILL,
+    Mode,
     build_mesh,
     ingest_demo,
     plan_mesh,
@@ -26,7 +27,7 @@ from aauth_kit import (
 
 from sdl_core.testing.mesh import InProcessMesh
 
-NODES = {"node_a": "aauth", "node_b": "aauth", "node_c": "aauth"}
+NODES: dict[str, Mode] = {"node_a": "aauth", "node_b": "aauth", "node_c": "aauth"}
 
 
 def run_trust(*args: str) -> dict[str, Any]:

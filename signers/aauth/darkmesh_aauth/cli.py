@@ -160,7 +160,8 @@ def keygen(ctx: click.Context, alg: str, connector: str | None, operator: bool,
     }
     if name == "node":
         result["next"] = (f"set DARKMESH_AAUTH_PRIVATE_JWK_PATH={private_path}; peers trust it "
-                          f"with `darkmesh trust add --public-jwk {public_path} --sub {sub or '…'}`")
+                          f"with `darkmesh trust add --public-jwk {public_path} "
+                          f"--sub {sub or '…'}`")
     elif connector is not None:
         result["next"] = (f"trust it on the node with `darkmesh trust add --public-jwk "
                           f"{public_path} --sub {sub} --capabilities node.ingest`")

@@ -290,7 +290,9 @@ def _read_json_file(path: Path, what: str) -> Any:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise JWKError(f"{what} {path} does not exist (create one with `darkmesh keygen`)") from None
+        raise JWKError(
+            f"{what} {path} does not exist (create one with `darkmesh keygen`)"
+        ) from None
     except OSError as exc:
         raise JWKError(f"cannot read {what} {path}: {exc.strerror}") from None
     try:

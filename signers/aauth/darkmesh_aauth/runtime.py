@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,10 +19,20 @@ log = logging.getLogger("darkmesh.aauth")
 LOOPBACK_BINDS = ("127.0.0.1", "localhost", "::1")
 
 
+def with_key_dir(runtime: Any, settings: AAuthSettings) -> AAuthSettings:
+    """``key_dir`` defaults to ``keys/`` beside the settings file the runtime read
+    (``aauth.md`` §7.1), as ``darkmesh keygen`` resolves it: with ``--config F`` that is
+    ``F``'s directory, whatever the working directory."""
+    config = getattr(runtime, "config_file", None)
+    if settings.key_dir is None and config is not None:
+        return settings.model_copy(update={"key_dir": Path(config).parent / "keys"})
+    return settings
+
+
 def make_signer(runtime: Any, settings: AAuthSettings) -> AAuthSigner:
     """The signer of a node (or of any process with a ``node_id``)."""
     node_id = getattr(runtime.settings, "node_id", None) if runtime.role == "node" else None
-    return AAuthSigner(settings, node_id=node_id)
+    return AAuthSigner(with_key_dir(runtime, settings), node_id=node_id)
 
 
 def registry_path(runtime: Any, settings: AAuthSettings) -> tuple[Any, str]:

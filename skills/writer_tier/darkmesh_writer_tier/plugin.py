@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sdl_core import CapabilitySpec, SkillSpec, hookimpl
-
 from darkmesh_writer_tier.settings import WriterTierSettings
 from darkmesh_writer_tier.tiers import DATASET
+from sdl_core import CapabilitySpec, SkillSpec, hookimpl
 
 
 def _build_skill(host: Any, settings: Any) -> Any:

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from darkmesh_writer_tier.settings import WriterTierSettings
+from darkmesh_writer_tier.tiers import DATASET, count_activity, tier_for
 from sdl_core import (
     Host,
     HTTPProblem,
@@ -19,9 +21,6 @@ from sdl_core import (
     node_json,
     request_identity,
 )
-
-from darkmesh_writer_tier.settings import WriterTierSettings
-from darkmesh_writer_tier.tiers import DATASET, count_activity, tier_for
 
 ASK_CAPABILITY = "writer_tier.ask"
 

@@ -15,12 +15,11 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sdl_core import record_key
-
 from darkmesh_writer_tier.settings import WriterTierSettings
+from sdl_core import record_key
 
 Tier = Literal["unknown", "emerging", "active", "established", "expert"]
 DATASET = "writer_activity"
@@ -46,7 +45,7 @@ def _day(value: Any) -> str | None:
     if isinstance(value, (int, float)) and value > 0:
         seconds = value / 1000 if value > 1e12 else value
         try:
-            return datetime.fromtimestamp(seconds, tz=timezone.utc).date().isoformat()
+            return datetime.fromtimestamp(seconds, tz=UTC).date().isoformat()
         except (OverflowError, OSError, ValueError):
             return None
     if isinstance(value, str) and value.strip():
@@ -55,8 +54,8 @@ def _day(value: Any) -> str | None:
         except ValueError:
             return None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc).date().isoformat()
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC).date().isoformat()
     return None
 
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
-
 from darkmesh_writer_tier import plugin
+
 from sdl_core.node_app import create_node_app
 from sdl_core.testing.host import TEST_NODE_KEY, TEST_PEER_KEY, make_host
 

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from darkmesh_writer_tier.settings import WriterTierSettings
 from darkmesh_writer_tier.tiers import TierCounts, count_activity, observation_id, tier_for
+from hypothesis import given
+from hypothesis import strategies as st
 
 SETTINGS = WriterTierSettings()
 
@@ -42,7 +41,7 @@ def test_unknown_and_emerging() -> None:
 
 
 def test_observation_ids_are_the_records_used() -> None:
-    records = _posts(3) + [{"neotoma_entity_id": "ent_abc", "writer": "ana@example.com",
+    records = [*_posts(3), {"neotoma_entity_id": "ent_abc", "writer": "ana@example.com",
                             "topic": "ai-content", "kind": "post"}]
     counts = count_activity(records, "ana@example.com", "ai-content")
     assert counts.observation_ids == sorted(["obs-0", "obs-1", "obs-2", "ent_abc"])

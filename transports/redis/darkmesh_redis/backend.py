@@ -229,7 +229,7 @@ class RedisRelayBackend:
                 for node_id in ids:
                     pipe.hgetall(k.node(node_id))
                 rows = await pipe.execute()
-            return list(zip(ids, rows))
+            return list(zip(ids, rows, strict=True))
 
         out = []
         for node_id, row in await self._conn.run("list nodes", read):

@@ -46,7 +46,9 @@ class RedisSettings(DarkmeshSettings):
         "(429)",
     )
     mailbox_retention_seconds: float = Field(
-        default=24 * 3600.0, gt=0, description="unacked mailbox messages older than this are dropped"
+        default=24 * 3600.0,
+        gt=0,
+        description="unacked mailbox messages older than this are dropped",
     )
     events_max_len: int = Field(
         default=10_000,

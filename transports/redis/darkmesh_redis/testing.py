@@ -158,9 +158,11 @@ def settings_env(settings: Any) -> dict[str, str]:
 
 def make_relay_host(settings: Any) -> Any:
     """An unstarted in-process relay on the redis backend (hmac mode, key RELAY_KEY)."""
+    from pydantic import SecretStr
+
     from sdl_core import RelayHost, RelaySettings, make_plugin_manager
 
-    relay_settings = RelaySettings(backend="redis", auth_mode="hmac", key=RELAY_KEY)
+    relay_settings = RelaySettings(backend="redis", auth_mode="hmac", key=SecretStr(RELAY_KEY))
     table = settings.model_dump(mode="json")
     table["password"] = settings.password.get_secret_value()
     return RelayHost(make_plugin_manager(only={"darkmesh-redis"}), relay_settings,

@@ -15,6 +15,8 @@ TOKEN = "v1:token:"
 APPROVAL = "v1:approval:"
 AUDIT = "v1:audit:"
 BUDGET = "v1:budget:"
+#: One summary per request this node made, for ``GET /requests`` (kept as long as a session).
+RECENT = "v1:recent:"
 
 #: A request_id travels in a URL path (``/inbox/{request_id}``): keep it path-safe.
 REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")

@@ -158,6 +158,8 @@ class Requester:
             except (RelayError, httpx.HTTPError) as exc:
                 # The core client raises RelayError(status, detail); status 0: no answer.
                 raise HTTPProblem(502, f"Relay error: {_relay_text(exc)}") from None
+            self._remember(request_id, target.to_json(), "collecting", 0)
+            self.ctx.count_intro("requested", TEMPLATE)
             await asyncio.sleep(self.ctx.settings.response_wait_seconds)
         finally:
             self.pending.pop(request_id, None)
@@ -177,6 +179,7 @@ class Requester:
                 },
                 ttl=float(self.ctx.settings.warm_intro_session_ttl),
             )
+        self._remember(request_id, post["target"], "complete", len(candidates))
         ordered = sorted(candidates.items(), key=lambda item: item[1]["rank"])
         return {
             "request_id": request_id,
@@ -187,6 +190,45 @@ class Requester:
             ],
             "privacy_cost": round(0.1 * max(1, slot.deliveries), 3),
         }
+
+    def _remember(self, request_id: str, target: dict[str, Any], state: str,
+                  candidates: int) -> None:
+        key = keys.RECENT + request_id
+        created = (self.ctx.state.get(key) or {}).get("created_at", time.time())
+        self.ctx.state.put(key, {"request_id": request_id, "target": target,
+                                 "created_at": created, "state": state,
+                                 "candidates": candidates},
+                           ttl=float(self.ctx.settings.warm_intro_session_ttl))
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """One line per recent v1 request of this node (``GET /requests``), unordered.
+
+        A window lost to a restart (``collecting`` but no longer open here) is ``expired``.
+        """
+        out = []
+        for _, record in self.ctx.state.items(keys.RECENT):
+            request_id = record["request_id"]
+            state = record["state"]
+            if state == "collecting" and request_id not in self.pending:
+                state = "expired"
+            session = self.ctx.state.get(keys.SESSION + request_id) or {}
+            results = [c.get("result") for c in (session.get("candidates") or {}).values()]
+            results = [r for r in results if isinstance(r, dict)]
+            revealed = [r for r in results if r.get("approved") and r.get("intro")]
+            intro = revealed[0]["intro"] if revealed else None
+            contact = intro.get("target_contact") or {} if intro else {}
+            out.append({
+                "request_id": request_id, "template": TEMPLATE, "side": "requester",
+                "target": record["target"], "created_at": record["created_at"],
+                "at": record["created_at"], "state": state,
+                "candidates": record["candidates"], "revealed": len(revealed), "pending": 0,
+                "declined": sum(1 for r in results if not r.get("approved")),
+                "answered": None, "live_nodes": None, "refused": None,
+                "contact": {k: contact.get(k) for k in ("name", "org", "role")}
+                if intro else {},
+                "peer": (intro.get("connector") or {}).get("node_id") if intro else None,
+            })
+        return out
 
     def _score(
         self, slot: PendingRequest, min_strength: float, max_candidates: int
@@ -339,6 +381,7 @@ class Requester:
         session["candidates"][consent_id] = {**candidate, "result": result}
         remaining = float(session["created_at"]) + self.ctx.settings.warm_intro_session_ttl
         self.ctx.state.put(session_key, session, ttl=max(1.0, remaining - time.time()))
+        self.ctx.count_intro("revealed" if approved else "declined", TEMPLATE)
         if not approved or intro is None:
             return result, None
         contact = intro["target_contact"]

@@ -241,6 +241,7 @@ class Responder:
             await post_json(
                 self.ctx, base, path, {"response_token": token, "response": evaluation.answer}
             )
+            self.ctx.count_intro("answered", TEMPLATE)
         except (CallRefused, PeerCallFailed) as exc:
             log.warning("warm_intro_v1: answer to %s not delivered: %s", request_id, exc)
             refused = not isinstance(exc, PeerCallFailed) or exc.status is not None
@@ -371,6 +372,7 @@ class Responder:
         done = {**entry, "state": "done", "result": result}
         self.ctx.state.put(key, done, ttl=self._remaining(entry))
         self._audit(entry, outcome, result)
+        self.ctx.count_intro("revealed" if outcome == "approved" else "declined", TEMPLATE)
 
     def _audit(self, entry: dict[str, Any], outcome: str, result: dict[str, Any]) -> None:
         intro = result.get("intro") if isinstance(result.get("intro"), dict) else None

@@ -43,6 +43,27 @@ def _finite01(value: Any) -> float | None:
     return number if math.isfinite(number) and 0.0 <= number <= 1.0 else None
 
 
+def request_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """The listing line of one stored v2 request: counts, never a responder's id or
+    token; the connector and contact appear only once an intro was revealed."""
+    candidates = record["candidates"]
+    revealed = [c for c in candidates if c["state"] == "revealed" and c.get("intro")]
+    first = revealed[0]["intro"] if revealed else None
+    contact = first.get("target_contact") or {} if first else {}
+    return {
+        "request_id": record["request_id"], "template": TEMPLATE, "side": "requester",
+        "target": record["target"], "created_at": record["created_at"],
+        "at": record["created_at"], "state": record["state"],
+        "candidates": len(candidates), "revealed": len(revealed),
+        "pending": sum(1 for c in candidates if c["state"] == "pending"),
+        "declined": sum(1 for c in candidates if c["state"] == "declined"),
+        "answered": record["answered"], "live_nodes": record["live_nodes"],
+        "refused": record["refused"],
+        "contact": {k: contact.get(k) for k in ("name", "org", "role")} if first else {},
+        "peer": (first.get("connector") or {}).get("node_id") if first else None,
+    }
+
+
 class Requester:
     def __init__(self, core: V2Core) -> None:
         self.core = core
@@ -170,6 +191,20 @@ class Requester:
             "intros": {c["consent_id"]: c["intro"] for c in record["candidates"]
                        if c.get("intro")},
         }
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """One line per live request of this node (``GET /requests``), unordered.
+
+        A request past its deadline is finalised first, as :meth:`view` does, so the
+        listing never shows ``collecting`` for a request that can no longer collect.
+        """
+        out = []
+        for _, record in self.state.items(REQ_PREFIX):
+            if record["state"] == "collecting" and time.time() >= record["deadline"]:
+                self._finalise(record["request_id"])
+                record = self.state.get(REQ_PREFIX + record["request_id"]) or record
+            out.append(request_summary(record))
+        return out
 
     # ----------------------------------------------------------------- replies
 

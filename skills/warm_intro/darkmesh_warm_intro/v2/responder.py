@@ -3,7 +3,16 @@
 Every valid post gets exactly one sealed answer of the same shape whether or not
 this node knows someone at the target (DESIGN §6 item 2); a post beyond the
 requester's budget, with invalid elements or an empty target gets a sealed
-``refusal`` instead, so the requester still counts an answer and returns early.
+``refusal`` instead, so the requester still counts an answer and returns early
+(DESIGN §6 item 6). So does a post this node cannot evaluate, whenever it can still
+seal to the requester: a malformed ``psi`` block or protocol (to the post's key, else
+the pinned one) and a changed key (``key_changed``, to the post's key, which only its
+author holds). A refusal carries only ``{reason}``: no budget spent, nothing pinned.
+
+Silent, by necessity: a post without a usable ``request_id`` or ``requester_id`` (no
+mailbox and no request to answer), and a malformed post from a node with neither a
+valid key in the post nor a pin (nothing to seal to; an unsealed answer could be
+forged by anyone to end a request early). The requester's deadline covers those.
 
 State (``host.state("warm_intro")``):
 
@@ -25,7 +34,7 @@ import logging
 import re
 import secrets
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from darkmesh_warm_intro import psi
 from darkmesh_warm_intro.matching import NEXT_STEP, Target, choose_contact, target_strength
@@ -83,22 +92,29 @@ class Responder:
         if requester == self.core.node_id:
             raise Refused("own_post", "a post of this node")
         data = post.get("psi")
-        if not isinstance(data, dict) or data.get("protocol") != exchange.PROTOCOL:
-            raise Refused("malformed", f"psi.protocol must be {exchange.PROTOCOL}")
         try:
-            requester_key = b64d(data.get("requester_key"), "requester_key", length=32)
+            requester_key = b64d(data.get("requester_key") if isinstance(data, dict) else None,
+                                 "psi.requester_key", length=32)
         except SealError as exc:
-            raise Refused("malformed", str(exc)) from None
+            # No key in the post: only a pinned key can still carry an answer.
+            await self._refuse(requester, self.core.pins.pinned(requester), request_id,
+                               "malformed", str(exc))
         try:
             self.core.pins.check(requester, requester_key)
         except SealError as exc:
-            raise Refused(exc.reason, str(exc)) from None
+            # The post's key is the one its author holds (the pinned one's holder may not
+            # have posted at all), so the refusal goes to it; it carries only the reason.
+            await self._refuse(requester, requester_key, request_id, exc.reason, str(exc))
+        if not isinstance(data, dict) or data.get("protocol") != exchange.PROTOCOL:
+            await self._refuse(requester, requester_key, request_id, "malformed",
+                               f"psi.protocol must be {exchange.PROTOCOL}")
         limit = psi.bucket_size(min(self.settings.max_contacts, psi.MAX_ELEMENTS))
         budget = self._spend_budget(requester)
         refusal = await self._check_post(data, post.get("target"), limit, budget)
         if isinstance(refusal, str):
             await self._send_now(to=requester, to_key=requester_key, request_id=request_id,
                                  kind="refusal", body={"reason": refusal, "budget": budget})
+            self.core.ctx.count_intro("answered", TEMPLATE)
             return Outcome(accepted=False, kind="post", sender=requester, request_id=request_id,
                            reason=refusal.split(":", 1)[0], detail=refusal)
         elements, target = refusal
@@ -113,8 +129,31 @@ class Responder:
                              body={"protocol": exchange.PROTOCOL, "y": b64e(reply.y_blob),
                                    "entries": b64e(reply.entries),
                                    "payload": b64e(reply.ciphertext), "budget": budget})
+        self.core.ctx.count_intro("answered", TEMPLATE)
         self.core.pins.pin(requester, requester_key)  # first contact, answered
         return Outcome(accepted=True, kind="post", sender=requester, request_id=request_id)
+
+    async def _refuse(self, requester: str, key: bytes | None, request_id: str,
+                      reason: str, detail: str) -> NoReturn:
+        """Answer a post that cannot be evaluated with a sealed ``refusal`` carrying only
+        ``reason``, so the requester counts an answer and returns before its deadline
+        (DESIGN §6 item 6); then raise :class:`Refused` for the record.
+
+        Without a key (``key`` is None: the post carries no valid ``psi.requester_key``
+        and no key is pinned for ``requester``) nothing is sent. An answer must be sealed
+        to the requester and authenticated by this node: an unsealed one would travel in
+        clear through the relay and could be forged by anyone to end a request early, so
+        the requester's deadline covers that case. Nothing is pinned and no budget spent.
+        """
+        if key is not None:
+            try:
+                await self._send_now(to=requester, to_key=key, request_id=request_id,
+                                     kind="refusal", body={"reason": reason})
+                self.core.ctx.count_intro("answered", TEMPLATE)
+            except Refused as exc:
+                log.warning("v2 refusal (%s) to %s not sent: %s", reason, requester,
+                            exc.detail)
+        raise Refused(reason, detail)
 
     async def _check_post(self, data: dict[str, Any], raw_target: Any, limit: int,
                           budget: dict[str, int]) -> str | tuple[list[bytes], Target]:
@@ -221,6 +260,7 @@ class Responder:
         if policy == "deny":
             token["state"] = "declined"
             self._save_token(token_key, token)
+            self.core.ctx.count_intro("declined", TEMPLATE)
             await self._respond(opened.sender, opened.request_id,
                                 {"state": "declined", "reason": "declined"})
             return
@@ -284,6 +324,7 @@ class Responder:
         if contact is None:
             token["state"] = "declined"
             self._save_token(token_key, token)
+            self.core.ctx.count_intro("declined", TEMPLATE)
             await self._respond(token["requester_id"], token["request_id"],
                                 {"state": "declined", "reason": "no_target_match"})
             return {"state": "declined"}
@@ -296,6 +337,7 @@ class Responder:
         }
         token.update(state="revealed", revealed_at=revealed_at)
         self._save_token(token_key, token)
+        self.core.ctx.count_intro("revealed", TEMPLATE)
         summary = {"name": contact.name, "org": contact.org, "role": contact.role}
         self.core.audit({
             "side": "responder", "template": TEMPLATE, "request_id": token["request_id"],
@@ -366,6 +408,7 @@ class Responder:
         else:
             token["state"] = "declined"
             self._save_token(approval["token_key"], token)
+            self.core.ctx.count_intro("declined", TEMPLATE)
             await self._respond(token["requester_id"], token["request_id"],
                                 {"state": "declined", "reason": "declined"})
         return {"approval_id": approval_id, "state": approval["state"],

@@ -10,8 +10,10 @@ Sources: the node's core models (``sdl_core.node_models``), the relay's
 (``sdl_core.relay.models``), the core events (``sdl_core.events``), and the
 ``request_model`` / ``response_model`` of every installed route — core, skill, signer
 and verifier routes of a node built with every installed plugin, and the relay's
-routes. ``routes.json`` lists method, path, capability, bound field, owner,
-distribution and schema references; every distribution's routes appear in it.
+routes — and the models a skill returns from an optional ``wire_models()`` method
+(what it sends outside any route: relay posts, sealed mailbox bodies). ``routes.json``
+lists method, path, capability, bound field, owner, distribution and schema references;
+every distribution's routes appear in it.
 ``tests/core/test_contracts.py`` fails when the committed files drift from a fresh
 generation (for the distributions installed in the test environment).
 """
@@ -139,6 +141,14 @@ def generate() -> dict[str, str]:
                                      distribution, mounted.owner, refs))
         for spec in relay_route_specs(relay):
             routes.append(_route_row("relay", spec.path, spec, "relay", CORE, CORE, refs))
+        for name, skill in host.skills.items():
+            # Messages that travel outside any route (relay posts, sealed mailbox
+            # bodies), from a skill's optional ``wire_models()``.
+            extra = getattr(skill, "wire_models", None)
+            if callable(extra):
+                distribution = _distribution(host.pm, "darkmesh_register_skills", name)
+                for model in extra():
+                    _ref_for(model, name, distribution, refs)
     finally:
         asyncio.run(host.stop())
         scratch.cleanup()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sdl_core.catalog import settings_models
@@ -56,7 +57,10 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-async def _skill_panel(api: NodeApi, path: str, key: str) -> Panel:
+async def _skill_panel(api: NodeApi, path: str, key: str, *,
+                       newest_first: bool = False) -> Panel:
+    """A list from a skill route, newest first: routes that list oldest first (the
+    audit log, approvals) are reversed; ``newest_first`` ones are kept as they come."""
     if not api.has_skill(WARM_INTRO):
         return Panel(unavailable="warm-intro skill not installed (pip install "
                      "darkmesh-warm-intro)")
@@ -65,7 +69,9 @@ async def _skill_panel(api: NodeApi, path: str, key: str) -> Panel:
     except NodeApiError as exc:
         return Panel(error=str(exc))
     items = data.get(key, []) if isinstance(data, dict) else []
-    return Panel(data=list(reversed(items))[:MAX_ROWS] if isinstance(items, list) else [])
+    if not isinstance(items, list):
+        return Panel(data=[])
+    return Panel(data=(items if newest_first else list(reversed(items)))[:MAX_ROWS])
 
 
 async def integrations_panel(host: Host) -> Panel:
@@ -100,21 +106,58 @@ def node_card(host: Host) -> dict[str, Any]:
     }
 
 
-async def intros_panel(api: NodeApi, reveals: Panel) -> Panel:
-    """Recent intros: the skill's request listing when it has one, else the revealed
-    intros of the audit log (every intro this node took part in, with its side)."""
-    if not api.has_skill(WARM_INTRO):
-        return Panel(unavailable=reveals.unavailable)
-    if api.serves("GET", f"{WARM_INTRO_PATH}/requests"):
-        return await _skill_panel(api, "/requests", "requests")
-    if reveals.error:
-        return Panel(error=reveals.error)
-    rows = [{"request_id": r.get("request_id"), "side": r.get("side"), "state": "revealed",
+def _epoch(value: Any) -> float:
+    """Epoch seconds of a listing's time (epoch number or ISO-8601); 0 when unknown."""
+    if isinstance(value, bool):
+        return 0.0
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return 0.0
+        return parsed.replace(tzinfo=parsed.tzinfo or UTC).timestamp()
+    return 0.0
+
+
+def _reveal_rows(reveals: Panel) -> list[dict[str, Any]]:
+    return [{"request_id": r.get("request_id"), "side": r.get("side"), "state": "revealed",
              "target": r.get("target") or {}, "contact": r.get("contact") or {},
              "peer": r.get("responder_node_id") if r.get("side") == "requester"
              else r.get("requester_node_id"), "at": r.get("revealed_at")}
             for r in (reveals.data or [])]
-    return Panel(data=rows)
+
+
+def _request_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A request of this node, its state told as the intro's: revealed, pending, declined,
+    else the request's own (collecting, complete)."""
+    state = row.get("state")
+    for counted in ("revealed", "pending", "declined"):
+        if isinstance(row.get(counted), int) and row[counted] > 0:
+            state = counted
+            break
+    return {**row, "state": state}
+
+
+async def intros_panel(api: NodeApi, reveals: Panel) -> Panel:
+    """Recent intros, every one this node took part in, newest first: with the skill's
+    request listing (``GET /requests``), the requests this node made plus the reveals it
+    answered as a responder (audit log); without it, the audit log alone."""
+    if not api.has_skill(WARM_INTRO):
+        return Panel(unavailable=reveals.unavailable)
+    if api.serves("GET", f"{WARM_INTRO_PATH}/requests"):
+        # The warm-intro listing is newest first already (its documented order).
+        listing = await _skill_panel(api, "/requests", "requests", newest_first=True)
+        if listing.data is None:
+            return listing
+        rows = [_request_row(r) for r in listing.data if isinstance(r, dict)]
+        rows += [r for r in _reveal_rows(reveals) if r["side"] != "requester"]
+        rows.sort(key=lambda r: _epoch(r.get("at")), reverse=True)
+        return Panel(data=rows[:MAX_ROWS])
+    if reveals.error:
+        return Panel(error=reveals.error)
+    return Panel(data=_reveal_rows(reveals))
 
 
 async def lookup_panel(api: NodeApi, request_id: str) -> Panel:

@@ -44,8 +44,10 @@ class ChangeNotifier:
             return False
         cond = self._cond()
         try:
-            async with cond:
-                await asyncio.wait_for(cond.wait_for(lambda: self.version != since), timeout)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the wake-up, leaving a cancelled long-poll running forever.
+            async with asyncio.timeout(timeout), cond:
+                await cond.wait_for(lambda: self.version != since)
         except TimeoutError:
             return self.version != since
         return True

@@ -9,7 +9,7 @@ import json
 import math
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -229,7 +229,7 @@ def fake_node(store: MemoryStore, seen: list[dict[str, Any]]) -> Starlette:
     return Starlette(routes=[Route("/darkmesh/ingest", ingest, methods=["POST"])])
 
 
-def options_for(url: str = "http://node.test", **flags: Any) -> Any:
+def options_for(url: str | None = "http://node.test", **flags: Any) -> Any:
     base: dict[str, Any] = {"url": url, "timeout": 5.0, "dry_run": False, "quiet": True,
                             "auth_mode": "hmac", "node_key": NODE_KEY,
                             "aauth_private_jwk": None, "aauth_sub": None, "aauth_iss": None}
@@ -247,7 +247,8 @@ def write_contacts(path: Path, n: int) -> Path:
 
 @pytest.mark.asyncio
 async def test_ingest_files_in_batches() -> None:
-    store, seen = MemoryStore(), []
+    store = MemoryStore()
+    seen: list[dict[str, Any]] = []
     transport = httpx.ASGITransport(app=fake_node(store, seen))
     contacts = write_contacts(Path("contacts.csv"), 2500)
     summary = await ingest_files([(CONTACTS, contacts),
@@ -310,7 +311,7 @@ class FakeAuth(httpx.Auth):
     def __init__(self, role: str) -> None:
         self.role = role
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Signature"] = f"sig-for-{self.role}"
         request.headers["Signature-Input"] = "sig=()"
         yield request
@@ -369,7 +370,8 @@ def test_either_signs_when_the_connector_has_a_key_else_uses_the_node_key() -> N
 
 @pytest.mark.asyncio
 async def test_signed_ingest_carries_no_shared_key() -> None:
-    store, seen = MemoryStore(), []
+    store = MemoryStore()
+    seen: list[dict[str, Any]] = []
     transport = httpx.ASGITransport(app=fake_node(store, seen))
 
     def signed(options: Any, names: list[str]) -> dict[str, ConnectorAuth]:
@@ -497,7 +499,8 @@ def live_node() -> Iterator[tuple[str, MemoryStore, list[dict[str, Any]]]]:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
-    store, seen = MemoryStore(), []
+    store = MemoryStore()
+    seen: list[dict[str, Any]] = []
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from mcp import Client
+from mcp.types import TextContent
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -117,6 +118,13 @@ def _node_client(app: Any, key: str = TEST_NODE_KEY) -> NodeClient:
         headers={"X-Darkmesh-Key": key}), transport=httpx.ASGITransport(app=app))
 
 
+def _text(result: Any) -> str:
+    """The text of a tool result's first content block (tool errors are text)."""
+    first = result.content[0]
+    assert isinstance(first, TextContent), first
+    return first.text
+
+
 def _payload(result: Any) -> Any:
     assert not result.is_error, result.content
     if result.structured_content is not None:
@@ -171,18 +179,18 @@ async def test_errors_are_tool_errors_naming_the_cause(node: tuple[Any, Any]) ->
     _, app = node
     async with Client(build_server(_node_client(app), allow_approve=False)) as client:
         missing = await client.call_tool("intro_status", {"request_id": "rq9"})
-        assert missing.is_error and "HTTP 404" in missing.content[0].text
+        assert missing.is_error and "HTTP 404" in _text(missing)
         hostile = await client.call_tool("intro_status", {"request_id": "../approvals"})
-        assert hostile.is_error and "request_id must be" in hostile.content[0].text
+        assert hostile.is_error and "request_id must be" in _text(hostile)
         empty = await client.call_tool("request_intro", {})
-        assert empty.is_error and "company or a role" in empty.content[0].text
+        assert empty.is_error and "company or a role" in _text(empty)
     async with Client(build_server(_node_client(app, key="wrong"), allow_approve=False)) as c:
         refused = await c.call_tool("node_status", {})
-        assert refused.is_error and "HTTP 401" in refused.content[0].text
+        assert refused.is_error and "HTTP 401" in _text(refused)
     unreachable = NodeClient(base_url="http://127.0.0.1:9", credential=OperatorCredential())
     async with Client(build_server(unreachable, allow_approve=False)) as client:
         down = await client.call_tool("list_pending_approvals", {})
-        assert down.is_error and "not reachable" in down.content[0].text
+        assert down.is_error and "not reachable" in _text(down)
 
 
 def test_operator_credential_order() -> None:

@@ -23,10 +23,12 @@ NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
 def _messages(now: datetime) -> list[dict[str, object]]:
-    inbound = [{"channel": "gmail", "from": "c1@example.com", "to": "me@example.org",
-                "timestamp": now.isoformat()} for _ in range(10)]
-    outbound = [{"channel": "gmail", "from": "me@example.org", "to": ["c1@example.com"],
-                 "timestamp": now.isoformat()} for _ in range(10)]
+    inbound: list[dict[str, object]] = [
+        {"channel": "gmail", "from": "c1@example.com", "to": "me@example.org",
+         "timestamp": now.isoformat()} for _ in range(10)]
+    outbound: list[dict[str, object]] = [
+        {"channel": "gmail", "from": "me@example.org", "to": ["c1@example.com"],
+         "timestamp": now.isoformat()} for _ in range(10)]
     return inbound + outbound
 
 

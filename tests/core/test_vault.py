@@ -250,7 +250,7 @@ async def test_interrupted_rotation_is_finished_on_open(tmp_path: Path) -> None:
     try:
         await vault.rotate_key()
     finally:
-        vault_keys.replace_key_file = real_replace  # type: ignore[assignment]
+        vault_keys.replace_key_file = real_replace
     await vault.close()
     assert staged.exists() and json.loads(key.read_text())["version"] == 1
     again = VaultStore.open(db, key_file=key)

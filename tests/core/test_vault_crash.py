@@ -83,7 +83,7 @@ def test_kill_9_mid_ingest_leaves_old_or_new_state(tmp_path: Path) -> None:
             [sys.executable, "-c", WRITER, str(db), str(key), str(BATCH), str(REPLACE_SIZE)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         ready = proc.stdout.readline().strip()
         assert ready == "ready", f"writer failed to start: {ready!r} {proc.stderr.read()}"
         time.sleep(rng.uniform(0.02, 0.35))

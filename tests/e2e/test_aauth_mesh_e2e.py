@@ -3,11 +3,12 @@
 
 Everything goes through the ``darkmesh`` command line, as an operator would do it:
 ``keygen`` (node, operator, one key per CSV connector), ``trust add`` with per-role
-capabilities (the relay trusts each node with the five relay capabilities; each node
-trusts its operator and its connectors), ``relay serve`` / ``node serve``, ``ingest csv``
-signing as the connectors, and ``intro request|consent|pending|approve|status`` signing
-as the operator. Then: a connector's key opens nothing but ingest, a node key cannot act
-as another node, and ``trust remove`` revokes a node on its next request, no restart.
+capabilities (the relay trusts each node with the five relay capabilities, one of them
+paired ``--from-url``; each node trusts its operator and its connectors), ``relay
+serve`` / ``node serve``, ``ingest csv`` signing as the connectors, and ``intro
+request|consent|pending|approve|status`` signing as the operator. Then: a connector's
+key opens nothing but ingest, a node key cannot act as another node, and ``trust
+remove`` revokes a node on its next request, no restart.
 
 The processes run from a directory other than the settings files', so every key is found
 through the settings (``keys/`` beside the settings file), never the working directory.
@@ -45,6 +46,8 @@ NODES = {"node_a": "founder@startup.com", "node_b": "casey@connector.com",
 RELAY_CAPS = "relay.register,relay.publish,relay.pull,relay.mailbox.send,relay.mailbox.read"
 OPERATOR_CAPS = "node.query,node.consent,node.approve,node.ingest"
 CONNECTORS = ("csv-contacts", "csv-interactions")
+#: The node the relay trusts through `trust add --from-url` (the others: --public-jwk).
+PAIRED_FROM_URL = "node_c"
 TAYLOR = {"name": "Taylor BD", "email": "taylor@companyx.com", "org": "Company X",
           "role": "Business Development"}
 START_TIMEOUT = 30.0
@@ -236,10 +239,11 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             m.keys[node_id] = made
             assert made["node"]["sub"] == f"darkmesh-node@{node_id}"
             assert made["operator"]["sub"] == f"darkmesh-operator@{node_id}"
-            added = m.cli_json(m.relay_config, "trust", "add", "--relay", "--public-jwk",
-                               made["node"]["public_file"], "--sub", made["node"]["sub"],
-                               "--capabilities", RELAY_CAPS, "--label", f"{node_id} here")
-            assert added["action"] == "append"
+            if node_id != PAIRED_FROM_URL:
+                added = m.cli_json(m.relay_config, "trust", "add", "--relay", "--public-jwk",
+                                   made["node"]["public_file"], "--sub", made["node"]["sub"],
+                                   "--capabilities", RELAY_CAPS, "--label", f"{node_id} here")
+                assert added["action"] == "append"
             m.cli_json(config, "trust", "add", "--public-jwk", made["operator"]["public_file"],
                        "--sub", made["operator"]["sub"], "--capabilities", OPERATOR_CAPS)
             for name in CONNECTORS:
@@ -267,6 +271,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             m.spawn(proc)
         for proc in m.nodes.values():
             m.wait_healthy(proc)
+        # The relay operator pairs the last node from its URL (JWKS + health), checking
+        # the thumbprint its operator read out of `darkmesh keygen`; hot-reloaded, so the
+        # node's listener gets in on its next retry.
+        paired = m.cli_json(m.relay_config, "trust", "add", "--relay", "--from-url",
+                            m.nodes[PAIRED_FROM_URL].url, "--expect-thumbprint",
+                            m.keys[PAIRED_FROM_URL]["node"]["thumbprint"],
+                            "--capabilities", RELAY_CAPS)
+        assert (paired["action"], paired["sub"]) == ("append", f"darkmesh-node@{PAIRED_FROM_URL}")
 
         # -- data, through the CSV connector signing as each connector ----------------
         for node_id, config in m.configs.items():
@@ -309,6 +321,10 @@ def test_no_shared_key_in_any_config_or_environment(mesh: Mesh) -> None:
     refused = httpx.post(f"{mesh.relay.url}/darkmesh/relay/posts/pull",
                          json={"node_id": "node_a", "relay_key": "guess"}, timeout=5)
     assert (refused.status_code, refused.json()["detail"]) == (401, "AAuth signature required")
+    # The operator's own tools need none either: `darkmesh status` signs as the operator.
+    status = mesh.cli_json(mesh.configs["node_a"], "status")
+    assert status["health"]["node_id"] == "node_a"
+    assert status["integrations"]["ready"] is True
     # `darkmesh settings` shows no shared key set for any node.
     settings = mesh.cli_json(mesh.configs["node_a"], "settings", "--json")
     node_fields = {f["name"]: f["current"] for model in settings
@@ -419,6 +435,11 @@ def test_trust_remove_revokes_a_node_on_its_next_request(mesh: Mesh) -> None:
         assert refused.status_code == 401, refused.text
         assert refused.json() == {"detail": "AAuth verification failed: unknown_thumbprint",
                                   "reason": "unknown_thumbprint"}
+    listed = mesh.cli_json(mesh.relay_config, "trust", "list", "--relay")
+    assert listed["last_error"] is None
+    assert "darkmesh-node@node_c" not in {e["sub"] for e in listed["entries"]}
+    assert {"darkmesh-node@node_a", "darkmesh-node@node_b"} <= {e["sub"] for e in
+                                                                listed["entries"]}
     # node_c's own process is refused too, by its next pull: its log says so.
     c_log = mesh.nodes["node_c"].log
     until(lambda: "unknown_thumbprint" in c_log.read_text(errors="replace"),

@@ -119,9 +119,6 @@ class AAuthMeshPlan:
     relay_agents: list[Identity]
     node_agents: dict[str, list[Identity]]
 
-    def relay_entries(self) -> list[Identity]:
-        return list(self.relay_agents)
-
     def write_relay_trust(self, agents: Sequence[Identity] | None = None) -> None:
         write_trust_file(self.relay_trust, [a.agent for a in
                                             (self.relay_agents if agents is None else agents)])

@@ -16,13 +16,13 @@ import pytest
 pytest.importorskip("darkmesh_warm_intro")
 pytest.importorskip("darkmesh_neotoma")
 
-from darkmesh_warm_intro import plugin as warm_intro  # noqa: E402
-from darkmesh_warm_intro.cluster import demo_rows  # noqa: E402
+from darkmesh_neotoma.mapping import map_entities
+from darkmesh_neotoma.store import NeotomaStore
+from darkmesh_warm_intro import plugin as warm_intro
+from darkmesh_warm_intro.cluster import demo_rows
 
-from darkmesh_neotoma.mapping import map_entities  # noqa: E402
-from darkmesh_neotoma.store import NeotomaStore  # noqa: E402
-from sdl_core.testing.host import TEST_BUILTINS  # noqa: E402
-from sdl_core.testing.mesh import InProcessMesh  # noqa: E402
+from sdl_core.testing.host import TEST_BUILTINS
+from sdl_core.testing.mesh import InProcessMesh
 
 _STANDIN = Path(__file__).resolve().parents[2] / "stores" / "neotoma" / "tests"
 if str(_STANDIN) not in sys.path:
@@ -97,30 +97,37 @@ async def test_neotoma_node_answers_like_a_vault_node(neotoma: StandinServer) ->
         expected = round(0.6 * 0.92 + 0.4 * max(0.5, taylor["strength"]), 3)
         assert len(answer["candidates"]) == 2 and by_score == {expected}
 
-        # Consent and reveal through the Neotoma node: the contact comes from Neotoma.
+        # Consent to both (candidates are pseudonymous); node_n's operator approves its
+        # own, and the reveal carries the contact node_n read from Neotoma.
+        consents = [{"request_id": answer["request_id"], "consent_id": c["consent_id"]}
+                    for c in answer["candidates"]]
         async with mesh.client("node_a", timeout=30) as a, mesh.client("node_n") as n:
-            for candidate in answer["candidates"]:
-                consent = {"request_id": answer["request_id"],
-                           "consent_id": candidate["consent_id"]}
+            for consent in consents:
                 state = (await a.post(f"{SKILL}/consent", json=consent)).json()
-                if state["state"] != "pending":
-                    continue
-                approvals = (await n.get(f"{SKILL}/approvals")).json()["approvals"]
-                if not approvals:
-                    continue
-                r = await n.post(f"{SKILL}/approvals/{approvals[0]['approval_id']}/approve")
-                assert r.json()["state"] == "approved"
+                assert state["state"] == "pending", state
+            approvals: list[dict[str, Any]] = []
 
-                async def revealed(body: dict[str, Any] = consent) -> bool:
-                    result = (await a.post(f"{SKILL}/consent", json=body)).json()
-                    return bool(result["state"] == "revealed")
+            async def has_approval() -> bool:
+                approvals[:] = (await n.get(f"{SKILL}/approvals")).json()["approvals"]
+                return bool(approvals)
 
-                await mesh.wait_until(revealed, timeout=10)
-                result = (await a.post(f"{SKILL}/consent", json=consent)).json()
-                assert result["intro"]["connector"]["node_id"] == "node_n"
-                assert result["intro"]["target_contact"]["name"] == "Taylor BD"
-                break
-            else:
-                raise AssertionError("node_n never asked for approval")
+            await mesh.wait_until(has_approval, timeout=10)
+            r = await n.post(f"{SKILL}/approvals/{approvals[0]['approval_id']}/approve")
+            assert r.json()["state"] == "approved"
+            revealed: list[dict[str, Any]] = []
+
+            async def one_revealed() -> bool:
+                revealed.clear()
+                for consent in consents:
+                    result = (await a.post(f"{SKILL}/consent", json=consent)).json()
+                    if result["state"] == "revealed":
+                        revealed.append(result)
+                return bool(revealed)
+
+            await mesh.wait_until(one_revealed, timeout=10)
+        [intro] = [r["intro"] for r in revealed]
+        assert intro["connector"]["node_id"] == "node_n"
+        assert intro["target_contact"]["name"] == "Taylor BD"
+        assert intro["target_contact"]["email"] == "taylor@companyx.com"
         status = mesh.nodes["node_n"].store.status()  # type: ignore[attr-defined]
         assert status["mode"] == "live" and status["reads"]["fallback"] == 0

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from darkmesh_aauth.authority import authorities_from_url, normalise_authority
 from darkmesh_aauth.testing import new_agent
+from pydantic import SecretStr
 
 from sdl_core import PluginSettingsError, StartupError
 from sdl_core.testing.host import make_host
@@ -106,7 +107,7 @@ async def test_signer_auth_over_a_real_socket(make_node: Callable[..., Any],
     node = await make_node([agent], listen_url=f"http://127.0.0.1:{unused_port}",
                            port=unused_port)
     await serve(create_node_app(node.host), unused_port)
-    signer = AAuthSigner(AAuthSettings(private_jwk=json.dumps(agent.key.private_jwk)),
+    signer = AAuthSigner(AAuthSettings(private_jwk=SecretStr(json.dumps(agent.key.private_jwk))),
                          node_id="node_a")
     base = f"http://127.0.0.1:{unused_port}"
     async with httpx.AsyncClient(base_url=base, auth=signer.auth("node")) as client:

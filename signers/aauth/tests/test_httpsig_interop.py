@@ -53,7 +53,8 @@ def test_the_pinned_version_is_2x() -> None:
 @pytest.mark.parametrize("alg", ["Ed25519", "ES256"])
 def test_ours_verify_with_httpsig(alg: str) -> None:
     agent = new_agent(alg)  # type: ignore[arg-type]
-    requests, expected = [], []
+    requests: list[dict[str, Any]] = []
+    expected: list[str | None] = []
     for method, path, query, body in CASES:
         raw = (body or "").encode()
         url = f"http://{AUTHORITY}{path}" + (f"?{query}" if query else "")

@@ -9,6 +9,7 @@ import pytest
 from darkmesh_aauth import plugin
 from darkmesh_aauth.settings import AAuthSettings
 from darkmesh_aauth.testing import new_agent, write_trust_file
+from pydantic import SecretStr
 
 from sdl_core import HostHooks, Signer, StartupError, Verifier, make_plugin_manager
 from sdl_core.testing.host import make_host
@@ -51,7 +52,7 @@ def test_upstream_variable_names_are_aliases(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_both_key_variables_is_an_error() -> None:
     with pytest.raises(ValueError, match="not both"):
-        AAuthSettings(private_jwk='{"kty": "OKP"}', private_jwk_path="/k.jwk")
+        AAuthSettings(private_jwk=SecretStr('{"kty": "OKP"}'), private_jwk_path=Path("/k.jwk"))
 
 
 def node(tmp_path: Path, mode: str, node_key: str = "", **aauth: Any) -> Any:

@@ -15,6 +15,7 @@ from darkmesh_aauth.testing import MemoryReplayCache, inbound, new_agent, write_
 from darkmesh_aauth.verifier import AAuthVerifier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from sdl_core import HTTPProblem
 from sdl_core.testing.signer_contract import SignerContract
@@ -22,7 +23,7 @@ from sdl_core.testing.signer_contract import SignerContract
 
 def _signer(tmp_path: Path, alg: str) -> AAuthSigner:
     agent = new_agent(alg)  # type: ignore[arg-type]
-    return AAuthSigner(AAuthSettings(private_jwk=json.dumps(agent.key.private_jwk),
+    return AAuthSigner(AAuthSettings(private_jwk=SecretStr(json.dumps(agent.key.private_jwk)),
                                      key_dir=tmp_path / "keys"), node_id="node_a")
 
 

@@ -174,8 +174,9 @@ def test_every_reason_code_has_a_case() -> None:
 async def send(node: Node, spec: Spec) -> httpx.Response:
     url = spec["url"]
     path = url[len(NODE_URL):] if url.startswith(NODE_URL) else "/" + url.split("/", 3)[3]
-    return await node.client.request(spec["method"], path, headers=spec["headers"],
-                                     content=spec["body"])
+    response: httpx.Response = await node.client.request(
+        spec["method"], path, headers=spec["headers"], content=spec["body"])
+    return response
 
 
 def assert_refused(response: httpx.Response, reason: str) -> None:

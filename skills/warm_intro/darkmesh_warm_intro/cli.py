@@ -10,7 +10,9 @@ one, signed as ``darkmesh-operator@<node_id>`` by the installed signer plugin.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
+from urllib.parse import quote
 
 import click
 import httpx
@@ -232,6 +234,54 @@ def approve_command(api: NodeApi, approval_id: str, as_json: bool) -> None:
 def decline_command(api: NodeApi, approval_id: str, as_json: bool) -> None:
     """Decline a pending reveal (final for that request)."""
     _decide(api, approval_id, "decline", as_json)
+
+
+def _when(epoch: Any) -> str:
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+        return "?"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _key_lines(keys: dict[str, Any]) -> list[str]:
+    pinned = keys.get("pinned") or []
+    changes = keys.get("pending_changes") or []
+    lines = [f"this node ({keys.get('node_id')}): v2 key fingerprint {keys.get('fingerprint')}",
+             f"{len(pinned)} pinned peer key(s)"]
+    lines += [f"  {p.get('node_id')}  {p.get('fingerprint')}  pinned {_when(p.get('pinned_at'))}"
+              for p in pinned]
+    if changes:
+        lines.append(f"{len(changes)} changed key(s) refused until you accept them "
+                     "(check the fingerprint with that node's operator first; then "
+                     "`darkmesh intro keys accept NODE_ID`)")
+        lines += [f"  {c.get('node_id')}  new {c.get('fingerprint')}  seen "
+                  f"{_when(c.get('seen_at'))}" for c in changes]
+    return lines
+
+
+@intro_group.group("keys", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
+@click.pass_context
+def keys_group(ctx: click.Context, as_json: bool) -> None:
+    """List this node's v2 key fingerprint, the pinned peer keys and changed keys."""
+    if ctx.invoked_subcommand is not None:
+        return
+    api = ctx.find_object(NodeApi)
+    if api is None:  # only when invoked outside `darkmesh intro`
+        raise IntroError("darkmesh intro keys: run it as a sub-command of `darkmesh intro`")
+    keys = api.call("GET", "/keys")
+    _emit(keys, as_json, _key_lines(keys))
+
+
+@keys_group.command("accept")
+@click.argument("node_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON answer.")
+@pass_api
+def accept_key_command(api: NodeApi, node_id: str, as_json: bool) -> None:
+    """Accept NODE_ID's changed v2 key (its messages are refused until then)."""
+    # Quoted whole: a node id is one path segment, whatever it contains.
+    result = api.call("POST", f"/keys/{quote(node_id, safe='')}/accept")
+    _emit(result, as_json, [f"{result.get('node_id')}: accepted key "
+                            f"{result.get('fingerprint')}"])
 
 
 @click.command("demo")

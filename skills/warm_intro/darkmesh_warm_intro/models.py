@@ -124,3 +124,44 @@ class KeyList(BaseModel):
 class KeyAccepted(BaseModel):
     node_id: str
     fingerprint: str
+
+
+REQUEST_STATES = ("collecting", "complete", "expired")
+#: ``GET /requests``: default and largest ``limit``.
+LIST_DEFAULT, LIST_MAX = 50, 200
+
+
+class RequestSummary(BaseModel):
+    """One line of ``GET /requests``: a request this node made, v2 or v1.
+
+    Counts only: no responder is named until an intro was revealed (then ``peer`` is the
+    connector's node id and ``contact`` its name, org and role, never the email).
+    """
+
+    request_id: str
+    template: str
+    side: Literal["requester"] = "requester"
+    target: TargetModel
+    created_at: float = Field(description="epoch seconds")
+    at: float = Field(description="same as created_at (the dashboard's column)")
+    state: Literal["collecting", "complete", "expired"] = Field(
+        description="collecting answers, complete (candidates final), or expired (v1: the "
+        "collection window was lost to a restart)"
+    )
+    candidates: int = Field(ge=0, description="candidates offered")
+    revealed: int = Field(ge=0, description="candidates whose intro was revealed")
+    pending: int = Field(ge=0, description="v2: consents waiting for the responder")
+    declined: int = Field(ge=0, description="candidates whose reveal was declined")
+    answered: int | None = Field(default=None, description="v2: nodes that answered")
+    live_nodes: int | None = Field(default=None, description="v2: nodes expected to answer")
+    refused: int | None = Field(default=None, description="v2: responders that refused")
+    contact: dict[str, str | None] = Field(
+        default_factory=dict, description="first revealed contact: name, org, role"
+    )
+    peer: str | None = Field(default=None, description="connector of the first revealed intro")
+
+
+class RequestList(BaseModel):
+    """``GET /requests?limit=&state=``: newest first."""
+
+    requests: list[RequestSummary]

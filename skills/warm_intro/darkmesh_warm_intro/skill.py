@@ -5,7 +5,8 @@ Routes, relative to ``/darkmesh/skills/warm-intro`` (capabilities per ``aauth.md
 ========================================  ============  ==========================================
 ``POST /request``                         node.query    start and wait (v2 default; v1 by template)
 ``POST /v2/requests``                     node.query    start a v2 request, return at once
-``GET /requests/{request_id}``            node.query    v2 status, candidates, consent states, intros
+``GET /requests``                         node.query    recent requests (v2 and v1), newest first
+``GET /requests/{request_id}``            node.query    v2 status, candidates, consents, intros
 ``POST /consent``                         node.consent  pick a candidate (v1 or v2 by request)
 ``GET /approvals``                        node.approve  reveals waiting for this operator (v2 + v1)
 ``POST /approvals/{approval_id}/approve``  node.approve  approve a held reveal
@@ -26,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -71,6 +73,23 @@ def _json_body(request: Request) -> dict[str, Any]:
     return value
 
 
+def _list_query(request: Request) -> tuple[int, str | None]:
+    """``limit`` and ``state`` of ``GET /requests`` (400 ``invalid_query`` naming the fix)."""
+    raw = request.query_params.get("limit")
+    limit = models.LIST_DEFAULT
+    if raw is not None:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) \
+                or not 1 <= int(raw) <= models.LIST_MAX:
+            raise HTTPProblem(400, f"limit must be an integer from 1 to {models.LIST_MAX}",
+                              reason="invalid_query")
+        limit = int(raw)
+    state = request.query_params.get("state")
+    if state is not None and state not in models.REQUEST_STATES:
+        raise HTTPProblem(400, "state must be one of: " + ", ".join(models.REQUEST_STATES),
+                          reason="invalid_query")
+    return limit, state
+
+
 def _identity(request: Request) -> Identity:
     identity = getattr(request.state, "identity", None)
     return identity if isinstance(identity, Identity) else Identity(scheme="public")
@@ -99,6 +118,11 @@ class WarmIntroSkill:
                       capability="node.query", request_model=models.IntroRequest,
                       response_model=models.RequestStatus,
                       description="start a v2 request and return at once (read its status)"),
+            RouteSpec(path="/requests", endpoint=self._list_requests,
+                      capability="node.query", response_model=models.RequestList,
+                      description="this node's recent requests (v2 and v1), newest first; "
+                      f"query limit (1-{models.LIST_MAX}, default {models.LIST_DEFAULT}) "
+                      "and state (collecting, complete, expired)"),
             RouteSpec(path="/requests/{request_id}", endpoint=self._status,
                       capability="node.query", response_model=models.RequestStatus,
                       description="status of a v2 request: candidates, consent states, intros"),
@@ -129,11 +153,20 @@ class WarmIntroSkill:
         ]
         return [*own, *(self.v1.routes() if self.v1 is not None else [])]
 
+    def wire_models(self) -> tuple[type[BaseModel], ...]:
+        """Models of what travels on the relay beyond the HTTP routes (the v2 post and
+        sealed mailbox bodies); ``contracts/generate.py`` publishes their schemas."""
+        from darkmesh_warm_intro.v2.messages import wire_models
+
+        return wire_models()
+
     async def handle_post(self, post: dict[str, Any]) -> None:
         template = post.get("template")
         if template == V2_TEMPLATE:
+            self.ctx.count_post(V2_TEMPLATE)
             await self.v2.handle_post(post)
         elif template == V1_TEMPLATE and self.v1 is not None:
+            self.ctx.count_post(V1_TEMPLATE)
             await self.v1.handle_post(post)
 
     async def handle_mailbox(self, message: MailboxMessage) -> bool:
@@ -194,6 +227,16 @@ class WarmIntroSkill:
         view = await self.v2.requester.start(Target.from_json(body.get("target")),
                                              parsed.constraints)
         return JSONResponse(view, status_code=202)
+
+    async def _list_requests(self, request: Request) -> JSONResponse:
+        limit, state = _list_query(request)
+        rows = self.v2.requester.summaries()
+        if self.v1 is not None:
+            rows.extend(self.v1.requester.summaries())
+        if state is not None:
+            rows = [r for r in rows if r["state"] == state]
+        rows.sort(key=lambda r: r["created_at"], reverse=True)
+        return JSONResponse({"requests": rows[:limit]})
 
     async def _status(self, request: Request) -> JSONResponse:
         return JSONResponse(self.v2.requester.view(str(request.path_params["request_id"])))

@@ -28,7 +28,9 @@ def test_register_commands_direct_call() -> None:
     assert names == {"intro", "demo"}
     (intro,) = [s for s in plugin.darkmesh_register_commands() if s.name == "intro"]
     assert set(intro.command.commands) == {  # type: ignore[attr-defined]
-        "request", "status", "consent", "pending", "approve", "decline"}
+        "request", "status", "consent", "pending", "approve", "decline", "keys"}
+    keys = intro.command.commands["keys"]  # type: ignore[attr-defined]
+    assert set(keys.commands) == {"accept"}
 
 
 def test_is_installed_through_its_entry_point() -> None:

@@ -37,9 +37,10 @@ def test_expand_message_xmd_rfc9380_k1_sha512_vector() -> None:
 
 
 def test_identifiers_are_normalised_before_hashing() -> None:
-    assert psi.hash_identifier(" Casey@Connector.COM ") == psi.hash_identifier("casey@connector.com")
+    casey = psi.hash_identifier("casey@connector.com")
+    assert psi.hash_identifier(" Casey@Connector.COM ") == casey
     # NFKC: a full-width letter folds to ASCII.
-    assert psi.hash_identifier("\uff43asey@connector.com") == psi.hash_identifier("casey@connector.com")
+    assert psi.hash_identifier("\uff43asey@connector.com") == casey
     assert psi.hash_identifier("casey@connector.com") != psi.hash_identifier("carol@elsewhere.com")
 
 

@@ -162,7 +162,7 @@ class UpstreamNode:
     # §3.6 and §6 steps 1-9
     async def request(self, body: dict[str, Any]) -> dict[str, Any]:
         identifiers = [(c.get("email") or "").strip().lower() for c in self.contacts]
-        strengths = [self.strength(c) for c, e in zip(self.contacts, identifiers) if e]
+        strengths = [self.strength(c) for c, e in zip(self.contacts, identifiers, strict=True) if e]
         identifiers = [e for e in identifiers if e]
         a = odd_secret()
         request_id, token = secrets.token_hex(4), secrets.token_hex(16)

@@ -124,8 +124,9 @@ async def test_forged_reply_with_another_key_is_refused(tmp_path: Path) -> None:
     answer = await ask(a)
     before = stored_request(a, answer["request_id"])
     eve = NodeKeys.generate()
-    payload = seal(eve, sender="node_b", recipient="node_a", recipient_key=a.skill.v2.core.keys.public,
-                   request_id=answer["request_id"], kind="refusal", body={"reason": "x"})
+    payload = seal(eve, sender="node_b", recipient="node_a",
+                   recipient_key=a.skill.v2.core.keys.public, request_id=answer["request_id"],
+                   kind="refusal", body={"reason": "x"})
     message = MailboxMessage(id="m1", to="node_a", sender="node_b", sender_verified=False,
                              request_id=answer["request_id"],
                              payload=base64.b64encode(payload).decode(), created_at=0.0)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from darkmesh_writer_tier.settings import WriterTierSettings
 from darkmesh_writer_tier.tiers import TierCounts, count_activity, observation_id, tier_for
 from hypothesis import given
@@ -9,7 +11,7 @@ SETTINGS = WriterTierSettings()
 
 
 def _posts(n: int, *, writer: str = "ana@example.com", topic: str = "ai-content",
-           days: int = 1) -> list[dict[str, object]]:
+           days: int = 1) -> list[dict[str, Any]]:
     return [
         {"id": f"obs-{i}", "writer": writer, "topic": topic, "kind": "post",
          "observed_at": f"2026-10-{(i % days) + 1:02d}T10:00:00Z", "body": f"secret body {i}"}
@@ -50,8 +52,9 @@ def test_observation_ids_are_the_records_used() -> None:
 
 
 def test_unparsable_timestamps_count_no_active_day() -> None:
-    records = [{"id": "a", "writer": "w", "topic": "t", "observed_at": "yesterday"},
-               {"id": "b", "writer": "w", "topic": "t", "observed_at": 1_764_000_000_000}]
+    records: list[dict[str, Any]] = [
+        {"id": "a", "writer": "w", "topic": "t", "observed_at": "yesterday"},
+        {"id": "b", "writer": "w", "topic": "t", "observed_at": 1_764_000_000_000}]
     counts = count_activity(records, "w", "t")
     assert counts.active_days == 1
 

@@ -295,9 +295,8 @@ def ingest_neotoma(neotoma_url: str | None, entity_type: str | None, min_strengt
                 plan = await plan_sync(
                     client, entity_type=kind, self_identifiers=own, min_strength=min_strength,
                     max_contacts=max_contacts, max_entities=max_entities,
-                    timeout=settings.connector_timeout_seconds,
+                    timeout=settings.connector_timeout_seconds, on_page=bar.update,
                 )
-                bar.update(plan.entities_received)
         finally:
             await client.aclose()
         summary = plan.summary()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,9 +227,12 @@ class NeotomaClient:
         )
 
     async def list_entities(
-        self, entity_type: str, *, cap: int | None = None, timeout: float | None = None
+        self, entity_type: str, *, cap: int | None = None, timeout: float | None = None,
+        on_page: Callable[[int], None] | None = None,
     ) -> Listing:
-        """Every entity of ``entity_type`` up to ``cap``, following §2.3 paging."""
+        """Every entity of ``entity_type`` up to ``cap``, following §2.3 paging.
+
+        ``on_page(n)`` is called with each page's entity count (progress bars)."""
         cap = cap if cap is not None else self.settings.max_entities
         page_size = min(self.settings.page_size, 500)
         listing = Listing()
@@ -245,7 +248,10 @@ class NeotomaClient:
                 entity_type, limit, cursor=cursor, offset=offset, timeout=timeout
             )
             listing.pages += 1
-            listing.entities.extend(page.entities[: cap - len(listing.entities)])
+            kept = page.entities[: cap - len(listing.entities)]
+            listing.entities.extend(kept)
+            if on_page is not None:
+                on_page(len(kept))
             if page.raw_count == 0:
                 listing.stopped = "empty"
                 break

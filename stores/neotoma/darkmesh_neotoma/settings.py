@@ -97,7 +97,8 @@ class NeotomaSettings(DarkmeshSettings):
         default=300.0, gt=0, description="longest retry delay of the writeback outbox"
     )
     grant_label: str = Field(
-        default="", description="label of the provisioned agent_grant (default 'Darkmesh node <sub>')"
+        default="",
+        description="label of the provisioned agent_grant (default 'Darkmesh node <sub>')",
     )
     grant_capabilities: list[GrantCapability] = Field(
         default_factory=default_capabilities,

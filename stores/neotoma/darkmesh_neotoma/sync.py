@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,8 +60,10 @@ async def plan_sync(
     client: NeotomaClient, *, entity_type: str, self_identifiers: Iterable[str],
     min_strength: float = DEFAULT_MIN_STRENGTH, max_contacts: int = DEFAULT_MAX_CONTACTS,
     max_entities: int | None = None, timeout: float | None = None,
+    on_page: Callable[[int], None] | None = None,
 ) -> SyncPlan:
-    listing = await client.list_entities(entity_type, cap=max_entities, timeout=timeout)
+    listing = await client.list_entities(entity_type, cap=max_entities, timeout=timeout,
+                                         on_page=on_page)
     kept, received, skipped = select(
         listing.entities, now=time.time(), self_identifiers=self_identifiers,
         min_strength=min_strength, max_contacts=max_contacts,

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Self
 
 import pytest
+
+from sdl_core import Host, SignerSpec, hookimpl
+from sdl_core.testing.host import TEST_BUILTINS, make_host
 
 # The stand-in and the test signer live beside the tests; importlib mode does not put
 # this folder on sys.path by itself.
@@ -15,7 +21,8 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from standin import StandinServer
+from neotoma_testsigner import TestSigner  # noqa: E402
+from standin import StandinServer  # noqa: E402
 
 STRICT_TOKEN = "strict-bearer-token-0123456789"
 
@@ -52,18 +59,13 @@ def strict_standin(clock: FakeClock) -> Iterator[StandinServer]:
 
 # ------------------------------------------------------------------ node hosts
 
-import json
-from typing import Any, Self
-
-from neotoma_testsigner import TestSigner
-
-from sdl_core import Host, SignerSpec, hookimpl
-from sdl_core.testing.host import TEST_BUILTINS, make_host
-
-try:  # prefer the real signer plugin; the test signer stands in until it is installed
+# Prefer the real signer plugin (darkmesh-aauth); without it (tox env "neotoma": the core
+# and this plugin alone), or with DARKMESH_TEST_NEOTOMA_SIGNER=test, the test signer
+# stands in through the same sdl_core.Signer Protocol.
+try:
     from darkmesh_aauth.keys import generate_jwk
 
-    HAVE_AAUTH = True
+    HAVE_AAUTH = os.environ.get("DARKMESH_TEST_NEOTOMA_SIGNER") != "test"
 except ImportError:  # pragma: no cover - depends on the environment
     HAVE_AAUTH = False
 
@@ -91,6 +93,7 @@ def node_host(
     signer: str | None = "aauth",
     fallback: str = "memory",
     node_jwk: dict[str, Any] | None = None,
+    test_signer: TestSigner | None = None,
     neotoma: dict[str, Any] | None = None,
     **node: Any,
 ) -> Host:
@@ -105,7 +108,7 @@ def node_host(
         builtins.add("darkmesh-aauth")
         tables["aauth"] = {"private_jwk": json.dumps(node_jwk or generate_jwk("Ed25519"))}
     elif signer is not None:
-        plugins.append(TestSignerPlugin(TestSigner(sub=f"darkmesh-node@{node_id}")))
+        plugins.append(TestSignerPlugin(test_signer or TestSigner(sub=f"darkmesh-node@{node_id}")))
     return make_host(*plugins, builtins=builtins, tables=tables, node_id=node_id, store=store,
                      auth_mode="either" if signer else "hmac", data_dir=str(data_dir), **node)
 

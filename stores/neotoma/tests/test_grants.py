@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from conftest import STRICT_TOKEN, FakeClock, node_host
+from conftest import HAVE_AAUTH, STRICT_TOKEN, FakeClock, node_host
 from darkmesh_neotoma.cli import neotoma
 from darkmesh_neotoma.client import NeotomaClient
 from darkmesh_neotoma.grants import (
@@ -243,20 +243,34 @@ async def test_listing_errors_are_explained(status: int, body: Any, needles: lis
 # ------------------------------------------------------------------------- CLI
 
 
-def write_config(tmp_path: Path, url: str) -> Path:
-    from darkmesh_aauth.keys import generate_jwk
+# The CLI builds its host from installed entry points, so its signer is the real plugin.
+needs_aauth = pytest.mark.skipif(not HAVE_AAUTH, reason="the CLI signs with darkmesh-aauth, "
+                                 "not installed in this environment")
 
-    jwk = json.dumps(generate_jwk("Ed25519"))
+
+def write_config(tmp_path: Path, url: str, *, signer: bool = True) -> Path:
     path = tmp_path / "darkmesh.toml"
-    path.write_text(
-        "[node]\nnode_id = \"node_b\"\nstore = \"memory\"\nauth_mode = \"either\"\n"
-        f"node_key = \"k-0123456789\"\ndata_dir = \"{tmp_path / 'data'}\"\n"
-        f"[neotoma]\nurl = \"{url}\"\nfallback_store = \"memory\"\n"
-        f"[aauth]\nprivate_jwk = '{jwk}'\n"
-    )
+    text = ("[node]\nnode_id = \"node_b\"\nstore = \"memory\"\n"
+            f"auth_mode = \"{'either' if signer else 'hmac'}\"\n"
+            f"node_key = \"k-0123456789\"\ndata_dir = \"{tmp_path / 'data'}\"\n"
+            f"[neotoma]\nurl = \"{url}\"\nfallback_store = \"memory\"\n")
+    if signer:
+        from darkmesh_aauth.keys import generate_jwk
+
+        text += f"[aauth]\nprivate_jwk = '{json.dumps(generate_jwk('Ed25519'))}'\n"
+    path.write_text(text)
     return path
 
 
+def test_cli_without_a_signer_says_what_to_install(standin: StandinServer,
+                                                     tmp_path: Path) -> None:
+    config = write_config(tmp_path, standin.url, signer=False)
+    result = CliRunner().invoke(neotoma, ["--config", str(config), "grants", "provision"])
+    assert result.exit_code != 0
+    assert "darkmesh-aauth" in result.output and "keygen" in result.output
+
+
+@needs_aauth
 def test_cli_dry_run_prints_the_plan_and_exits_1(standin: StandinServer, tmp_path: Path) -> None:
     config = write_config(tmp_path, standin.url)
     result = CliRunner().invoke(neotoma, ["--config", str(config), "grants", "provision",
@@ -267,6 +281,7 @@ def test_cli_dry_run_prints_the_plan_and_exits_1(standin: StandinServer, tmp_pat
     assert standin.neotoma.grants.grants == {}
 
 
+@needs_aauth
 def test_cli_auto_creates_waits_past_the_cache_and_is_admitted(
     standin: StandinServer, tmp_path: Path
 ) -> None:
@@ -285,6 +300,7 @@ def test_cli_auto_creates_waits_past_the_cache_and_is_admitted(
     assert [g["grant_id"] for g in json.loads(listed.stdout)["grants"]] == [plan["grant_id"]]
 
 
+@needs_aauth
 def test_cli_errors_exit_2(strict_standin: StandinServer, tmp_path: Path) -> None:
     config = write_config(tmp_path, strict_standin.url)
     result = CliRunner().invoke(neotoma, ["--config", str(config), "grants", "provision",

@@ -183,3 +183,13 @@ async def test_inactive_when_unused(tmp_path: Path) -> None:
         assert status["writeback"]["enabled"] is False
     finally:
         await host.stop()
+
+
+def test_readme_lists_every_setting_hook_and_spec_name() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
+    for name in NeotomaSettings.model_fields:
+        assert f"| `{name}` |" in readme, name
+    for needle in ("darkmesh_register_stores", "darkmesh_register_subscribers",
+                   "darkmesh_register_commands", "darkmesh_register_connectors",
+                   "darkmesh_startup", "`neotoma-writeback`", "`neotoma-sync`", ">= 0.9.0"):
+        assert needle in readme, needle

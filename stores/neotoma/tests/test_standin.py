@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from conftest import STRICT_TOKEN, FakeClock
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from neotoma_testsigner import TestKey, make_jwt, sign_request
-from standin import StandinServer
+from standin import StandinServer, httpsig
 
 SUB = "darkmesh-node@node_b"
 ISS = "https://darkmesh.local"
@@ -529,3 +531,57 @@ def test_constructor_validates(profile: str) -> None:
     if profile == "strict":
         with pytest.raises(ValueError, match="bearer token"):
             NeotomaStandin(port=1, profile="strict")
+
+
+def test_access_policy_per_type_is_a_constructor_setting(clock: FakeClock) -> None:
+    with StandinServer(clock=clock, access_policies={"contact": "read_only",
+                                                     "note": "submit_only"}) as server:
+        seed_contacts(server, 1)
+        entity_id = send(server, "POST", "/entities/query",
+                         body={"entity_type": "contact"}).json()["entities"][0]["entity_id"]
+        key = TestKey.generate()
+        assert send(server, "GET", f"/entities/{entity_id}", key=key).status_code == 200
+        guest_note = send(server, "POST", "/store", key=key, body=store_body(
+            "guest-note", {"entity_type": "note", "canonical_name": "g", "text": "hi"}))
+        assert guest_note.status_code == 200
+        guest_contact = send(server, "POST", "/store", key=key, body=store_body(
+            "guest-contact", {"entity_type": "contact", "name": "G"}))
+        assert guest_contact.status_code == 500
+        assert 'Access policy "read_only"' in guest_contact.json()["message"]
+
+
+# ------------------------------------------------------- verifier, as a property
+
+_PROPERTY_KEYS = {"Ed25519": TestKey.generate("Ed25519"), "ES256": TestKey.generate("ES256")}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    alg=st.sampled_from(["Ed25519", "ES256"]),
+    method=st.sampled_from(["GET", "POST", "PATCH", "DELETE"]),
+    path=st.from_regex(r"/[a-z0-9_/%-]{0,30}", fullmatch=True),
+    query=st.from_regex(r"([a-z]{1,5}=[a-z0-9]{0,5}(&[a-z]{1,5}=[a-z0-9]{0,5}){0,2})?",
+                        fullmatch=True),
+    body=st.binary(max_size=200),
+    flip=st.integers(min_value=0),
+)
+def test_signed_requests_verify_and_any_body_change_fails(
+    alg: str, method: str, path: str, query: str, body: bytes, flip: int
+) -> None:
+    key = _PROPERTY_KEYS[alg]
+    now = int(time.time())
+    jwt = make_jwt(key, sub=SUB, exp=now + 300)
+    headers = sign_request(method=method, path=path, query=query, body=body, key=key,
+                           jwt=jwt, authority="localhost:3080", created=now)
+    who = httpsig.verify(method=method, path=path, query=query, headers=headers, body=body,
+                         authority="localhost:3080", now=now)
+    assert who.thumbprint == key.thumbprint and who.sub == SUB
+    with pytest.raises(httpsig.SignatureRejected):
+        httpsig.verify(method=method, path=path, query=query, headers=headers, body=body,
+                       authority="localhost:3081", now=now)
+    if body:
+        index = flip % len(body)
+        tampered = body[:index] + bytes([body[index] ^ 1]) + body[index + 1:]
+        with pytest.raises(httpsig.SignatureRejected, match="content-digest does not match"):
+            httpsig.verify(method=method, path=path, query=query, headers=headers,
+                           body=tampered, authority="localhost:3080", now=now)

@@ -13,13 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FakeClock, node_host
+from conftest import HAVE_AAUTH, FakeClock, node_host
 from darkmesh_neotoma.writeback import (
     classify,
     idempotency_key,
     reveal_body,
     reveal_entity,
 )
+from neotoma_testsigner import TestSigner
 from standin import StandinServer
 
 from sdl_core import INTRO_REVEALED, Host, IntroRevealed
@@ -114,6 +115,15 @@ def reveals(server: StandinServer) -> list[Any]:
             if e.entity_type == "warm_intro_reveal"]
 
 
+def same_signer_options() -> dict[str, Any]:
+    """node_host options giving two hosts the same node key (a restart)."""
+    if HAVE_AAUTH:
+        from darkmesh_aauth.keys import generate_jwk
+
+        return {"node_jwk": generate_jwk("Ed25519")}
+    return {"test_signer": TestSigner(sub="darkmesh-node@node_a")}
+
+
 async def started(host: Host) -> Host:
     host.prepare()
     await host.start()
@@ -191,10 +201,8 @@ async def test_outage_keeps_the_record_and_retries_the_identical_body(
 async def test_outbox_survives_neotoma_down_and_a_node_restart(
     standin: StandinServer, tmp_path: Path, clock: FakeClock
 ) -> None:
-    from darkmesh_aauth.keys import generate_jwk
-
-    jwk = generate_jwk("Ed25519")
-    first = await started(node_host(tmp_path, standin.url, node_id="node_a", node_jwk=jwk))
+    same_key = same_signer_options()
+    first = await started(node_host(tmp_path, standin.url, node_id="node_a", **same_key))
     grant_writer(standin, first, clock)
     standin.stop()
     await first.events.emit(INTRO_REVEALED, REQUESTER)
@@ -202,7 +210,7 @@ async def test_outbox_survives_neotoma_down_and_a_node_restart(
     await first.stop()
 
     standin.start()
-    second = await started(node_host(tmp_path, standin.url, node_id="node_a", node_jwk=jwk))
+    second = await started(node_host(tmp_path, standin.url, node_id="node_a", **same_key))
     try:
         await wait_for(lambda: len(reveals(standin)) == 1)
         assert [r["body"] for r in store_requests(standin)] == [reveal_body(REQUESTER)]

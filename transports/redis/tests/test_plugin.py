@@ -9,6 +9,7 @@ import pytest
 from darkmesh_redis import plugin
 from darkmesh_redis.backend import RedisRelayBackend
 from darkmesh_redis.settings import RedisSettings, redacted_url, settings_table
+from pydantic import SecretStr
 
 from sdl_core import (
     HostHooks,
@@ -112,7 +113,7 @@ def test_password_never_shows() -> None:
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
     backend = RedisRelayBackend(RedisSettings(url="redis://u:hunter2@127.0.0.1:1/0"))
     assert "hunter2" not in repr(backend.status())
-    assert "hunter2" not in repr(RedisSettings(password="hunter2"))
+    assert "hunter2" not in repr(RedisSettings(password=SecretStr("hunter2")))
 
 
 def test_readme_settings_table_matches_the_model() -> None:

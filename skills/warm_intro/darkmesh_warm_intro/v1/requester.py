@@ -179,7 +179,7 @@ class Requester:
                 },
                 ttl=float(self.ctx.settings.warm_intro_session_ttl),
             )
-        self._remember(request_id, post["target"], "complete", len(candidates))
+        self._remember(request_id, target.to_json(), "complete", len(candidates))
         ordered = sorted(candidates.items(), key=lambda item: item[1]["rank"])
         return {
             "request_id": request_id,
@@ -327,7 +327,9 @@ class Requester:
         return {"ok": True, "received": len(slot.answers)}
 
     def owns(self, request_id: str) -> bool:
-        return request_id in self.pending or self.ctx.state.get(keys.SESSION + request_id) is not None
+        if request_id in self.pending:
+            return True
+        return self.ctx.state.get(keys.SESSION + request_id) is not None
 
     # ------------------------------------------------------------------- consent (§3.7)
 

@@ -368,11 +368,14 @@ class Responder:
     def _remaining(self, entry: dict[str, Any]) -> float:
         return max(1.0, float(entry.get("expires_at", 0)) - time.time())
 
-    def _finish(self, key: str, entry: dict[str, Any], result: dict[str, Any], outcome: str) -> None:
+    def _finish(
+        self, key: str, entry: dict[str, Any], result: dict[str, Any], outcome: str
+    ) -> None:
         done = {**entry, "state": "done", "result": result}
         self.ctx.state.put(key, done, ttl=self._remaining(entry))
         self._audit(entry, outcome, result)
-        self.ctx.count_intro("revealed" if outcome == "approved" else "declined", TEMPLATE)
+        self.ctx.count_intro("revealed" if outcome == "approved" else "declined",
+                             TEMPLATE)
 
     def _audit(self, entry: dict[str, Any], outcome: str, result: dict[str, Any]) -> None:
         intro = result.get("intro") if isinstance(result.get("intro"), dict) else None

@@ -39,6 +39,7 @@ class V2Protocol:
         """Open, authenticate and dispatch one mailbox message (never raises)."""
         kind = "?"
         sender = message.sender
+        self.core.ctx.count_message("received")
         try:
             opened = self.core.open_message(message.sender, message.sender_verified,
                                             message.request_id, message.payload)

@@ -76,14 +76,20 @@ class V2Core:
                    body: dict[str, Any]) -> None:
         """Seal ``body`` to ``to`` and post it to its relay mailbox.
 
-        :raises HTTPProblem: 503 without a relay, 502 when the relay refuses.
+        :raises HTTPProblem: 503 without a relay, 502 when the relay refuses, 400 when
+            ``to_key`` is no usable X25519 key.
         """
         relay = self.ctx.host.relay
         if relay is None:
             raise HTTPProblem(503, "relay_url not configured (DARKMESH_RELAY_URL)",
                               reason="no_relay")
-        payload = seal(self.keys, sender=self.node_id, recipient=to, recipient_key=to_key,
-                       request_id=request_id, kind=kind, body=body)
+        try:
+            payload = seal(self.keys, sender=self.node_id, recipient=to, recipient_key=to_key,
+                           request_id=request_id, kind=kind, body=body)
+        except ValueError as exc:
+            # A low-order key from a hostile post makes X25519 refuse the exchange.
+            raise HTTPProblem(400, f"cannot seal to {to!r}: {exc}",
+                              reason="invalid_recipient_key") from None
         try:
             await relay.mailbox_send(to, request_id, payload)
         except HTTPProblem:
@@ -91,6 +97,7 @@ class V2Core:
         except Exception as exc:
             raise HTTPProblem(502, f"Relay error: {type(exc).__name__}: {exc}",
                               reason="relay_error") from exc
+        self.ctx.count_message("sent")
 
     # ---------------------------------------------------------------- receiving
 

@@ -130,6 +130,7 @@ class Requester:
                 raise HTTPProblem(502, f"Relay error: {exc.detail}", reason="relay_error") from exc
             raise HTTPProblem(502, f"Relay error: {type(exc).__name__}: {exc}",
                               reason="relay_error") from exc
+        self.core.ctx.count_intro("requested", TEMPLATE)
         live = answer.get("live_nodes") if isinstance(answer, dict) else None
         current = self.state.get(REQ_PREFIX + request_id) or record
         current["live_nodes"] = live if isinstance(live, int) and live >= 0 else None
@@ -395,6 +396,7 @@ class Requester:
         else:
             raise Refused("invalid_response", f"unknown decision {decision!r}")
         self._save(record)
+        self.core.ctx.count_intro(str(decision), TEMPLATE)
         if decision != "revealed":
             return
         contact = candidate["intro"]["target_contact"]

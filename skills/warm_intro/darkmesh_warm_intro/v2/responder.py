@@ -375,7 +375,8 @@ class Responder:
                 "approval_id": approval["approval_id"], "template": TEMPLATE,
                 "request_id": token["request_id"], "requester_node_id": token["requester_id"],
                 "requester_key_fingerprint": token["requester_key"], "target": token["target"],
-                "contact": token.get("contact") or {"email": token["contact_email"]}, "created_at": approval["created_at"],
+                "contact": token.get("contact") or {"email": token["contact_email"]},
+                "created_at": approval["created_at"],
                 "state": approval["state"],
             })
         return out

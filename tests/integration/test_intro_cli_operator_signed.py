@@ -1,0 +1,155 @@
+"""``darkmesh intro …`` with no node key: the CLI signs as ``darkmesh-operator@<node_id>``
+with the key ``darkmesh keygen --operator`` wrote, against a node in ``aauth`` mode whose
+trust registry lists that operator (``aauth.md`` §5.3 step 2).
+
+Real HTTP on 127.0.0.1: the node and a relay are served by Hypercorn in this process; the
+CLI runs through the root ``darkmesh`` command, so it loads the settings file and the
+installed signer exactly as an operator's shell would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from darkmesh_aauth.keys import signing_key_from_jwk
+from darkmesh_aauth.signer import RoleKey
+from darkmesh_aauth.testing import Agent, new_agent, write_trust_file
+from darkmesh_warm_intro.cluster import demo_rows
+
+from sdl_core import Host, RelayHost, RelaySettings
+from sdl_core.cli import main
+from sdl_core.node_app import create_node_app
+from sdl_core.plugins import make_plugin_manager
+from sdl_core.relay.app import create_relay_app
+from sdl_core.testing.host import TEST_BUILTINS
+from sdl_core.testing.relay_process import free_port
+from sdl_core.testing.served import served_app
+
+NODE_ID = "node_a"
+OPERATOR_SUB = f"darkmesh-operator@{NODE_ID}"
+ISS = "https://darkmesh.local"
+RELAY_KEY = "operator-cli-relay-key"
+OPERATOR_CAPABILITIES = ("node.query", "node.consent", "node.approve", "node.ingest")
+#: The CLI loads only what this node needs (the environment may hold other plugins).
+ENV = {"DARKMESH_LOAD_PLUGINS": "darkmesh-warm-intro,darkmesh-aauth",
+       "DARKMESH_NODE_KEY": None, "DARKMESH_CONFIG": None}
+
+
+@dataclass
+class Served:
+    config: Path
+    trust: Path
+    operator: Agent  # the key `darkmesh keygen --operator` wrote, as a registry entry
+
+
+def cli(config: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["--config", str(config), *args], env=ENV)
+    return result.exit_code, result.output
+
+
+def write_config(root: Path, port: int, relay_url: str, trust: Path) -> Path:
+    config = root / "darkmesh.toml"
+    config.write_text(f"""\
+[node]
+node_id = "{NODE_ID}"
+port = {port}
+listen_url = "http://127.0.0.1:{port}"
+auth_mode = "aauth"
+store = "memory"
+data_dir = "{root / 'data'}"
+relay_url = "{relay_url}"
+relay_key = "{RELAY_KEY}"
+relay_outbound_auth = "hmac"
+listener = false
+
+[warm_intro]
+response_wait_seconds = 2.0
+
+[aauth]
+trusted_agents_file = "{trust}"
+private_jwk_path = "{root / 'keys' / 'node.private.jwk'}"
+""", encoding="utf-8")
+    return config
+
+
+def keygen_operator(config: Path) -> Agent:
+    code, out = cli(config, "keygen", "--operator")
+    assert code == 0, out
+    made = json.loads(out)
+    assert made["sub"] == OPERATOR_SUB and made["name"] == "operator"
+    private = json.loads(Path(made["private_file"]).read_text(encoding="utf-8"))
+    assert "d" in private and "d" not in made["public_jwk"]
+    key = signing_key_from_jwk(private)
+    assert key.thumbprint == made["thumbprint"]
+    role = RoleKey(key=key, sub=OPERATOR_SUB, iss=ISS, kid=key.kid, ttl=300)
+    return Agent(key=key, role=role, capabilities=OPERATOR_CAPABILITIES)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("operator-cli")
+    trust = root / "trusted_agents.json"
+    port = free_port()
+    relay = RelayHost(make_plugin_manager(only={"darkmesh-sdl.memory"}, environ={}),
+                      RelaySettings(backend="memory", key=RELAY_KEY, auth_mode="hmac"))
+    with served_app(create_relay_app(relay), health_path="/darkmesh/relay/health") as relay_url:
+        config = write_config(root, port, relay_url, trust)
+        code, out = cli(config, "keygen")  # the node's own key (aauth mode needs one)
+        assert code == 0, out
+        operator = keygen_operator(config)
+        # Until the operator is trusted, only an unrelated key with the same sub is.
+        write_trust_file(trust, [new_agent(sub=OPERATOR_SUB, capabilities=OPERATOR_CAPABILITIES)])
+        pm = make_plugin_manager(only=TEST_BUILTINS | {"darkmesh-warm-intro", "darkmesh-aauth"},
+                                 environ={})
+        host = Host.create(config=config, pm=pm)
+        app = create_node_app(host)  # prepares the host: its store exists from here on
+        asyncio.run(host.store.upsert("contacts", demo_rows("node_a_contacts.csv")))
+        with served_app(app, port=port, health_path="/darkmesh/health"):
+            yield Served(config=config, trust=trust, operator=operator)
+
+
+def test_untrusted_operator_key_is_refused(served: Served) -> None:
+    write_trust_file(served.trust, [new_agent(sub=OPERATOR_SUB)])
+    code, out = cli(served.config, "intro", "request", "--company", "Company X")
+    assert code == 2 and "HTTP 401" in out
+
+
+def test_signed_request_keys_and_missing_capability(served: Served) -> None:
+    query_only = Agent(key=served.operator.key, role=served.operator.role,
+                       capabilities=("node.query",))
+    write_trust_file(served.trust, [query_only])
+    code, out = cli(served.config, "intro", "request", "--company", "Company X", "--role",
+                    "Business Development", "--json")
+    assert code == 0, out
+    answer = json.loads(out)
+    # No other node serves v2 on this relay: complete at once, nobody to wait for.
+    assert answer["template"] == "warm_intro_v2" and answer["state"] == "complete"
+    assert (answer["live_nodes"], answer["answered"], answer["candidates"]) == (0, 0, [])
+    code, out = cli(served.config, "intro", "keys")
+    assert code == 0 and out.startswith(f"this node ({NODE_ID}): v2 key fingerprint ")
+    # The registry grants node.query only: approving needs node.approve.
+    code, out = cli(served.config, "intro", "approve", "v2-000000000000")
+    assert code == 2 and "HTTP 403" in out and "node.approve" in out
+
+
+def test_fully_trusted_operator_reaches_every_operator_route(served: Served) -> None:
+    write_trust_file(served.trust, [served.operator])
+    code, out = cli(served.config, "intro", "pending")
+    assert code == 0 and out.strip() == "0 pending approval(s)"
+    code, out = cli(served.config, "intro", "approve", "v2-000000000000")
+    assert code == 2 and "HTTP 404: approval_id not found or expired" in out
+    code, out = cli(served.config, "intro", "status", "0123456789abcdef")
+    assert code == 2 and "HTTP 404: request_id not found or expired" in out
+
+
+def test_a_node_key_still_wins_over_the_signer(served: Served) -> None:
+    # --node-key present: the CLI sends it instead of signing; an aauth node refuses it.
+    write_trust_file(served.trust, [served.operator])
+    code, out = cli(served.config, "intro", "--node-key", "some-key", "pending")
+    assert code == 2 and "HTTP 401" in out

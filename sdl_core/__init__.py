@@ -1,6 +1,12 @@
 """Darkmesh core: the public API plugins import from. Nothing else is public."""
 
 from sdl_core.auth import bind, bind_owner, node_json, request_body, request_identity
+from sdl_core.authority import (
+    authorities_from_url,
+    expand_loopback,
+    is_loopback,
+    normalise_authority,
+)
 from sdl_core.errors import (
     ConfigError,
     DarkmeshError,
@@ -107,12 +113,16 @@ __all__ = [
     "VerifiedAgent",
     "Verifier",
     "VerifierSpec",
+    "authorities_from_url",
     "bind",
     "bind_owner",
     "clamp01",
+    "expand_loopback",
     "hookimpl",
+    "is_loopback",
     "make_plugin_manager",
     "node_json",
+    "normalise_authority",
     "normalise_email",
     "normalise_identifier",
     "parse_strength",

@@ -21,13 +21,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
+from sdl_core.authority import authorities_from_url
 from sdl_core.errors import HTTPProblem, StartupError, VerificationFailed
 from sdl_core.http import parse_json_object, problem_response, read_capped_body, validation_response
 from sdl_core.protocols import Identity, InboundRequest
@@ -40,7 +40,6 @@ log = logging.getLogger("darkmesh.auth")
 
 SIGNATURE_HEADERS = ("signature", "signature-input", "signature-key")
 PEER_CAPABILITIES = frozenset({"node.callback.consent", "node.callback.reveal"})
-LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -104,46 +103,10 @@ def shared_key_rule(runtime: Runtime, route: RouteSpec) -> SharedKeyRule:
 # ------------------------------------------------------------------ authorities
 
 
-def normalise_authority(value: str, scheme: str = "http") -> str:
-    """``host[:port]`` lower-cased, default port dropped, IPv6 bracketed."""
-    value = value.strip()
-    if "://" in value:
-        parts = urlsplit(value)
-        scheme, value = parts.scheme or scheme, parts.netloc
-    value = value.rsplit("@", 1)[-1].lower()
-    host, port = value, ""
-    if value.startswith("["):
-        end = value.find("]")
-        host, rest = value[: end + 1], value[end + 1 :]
-        port = rest[1:] if rest.startswith(":") else ""
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    elif value.count(":") > 1:
-        host = f"[{value}]"
-    default = {"http": "80", "https": "443"}.get(scheme, "")
-    return host if not port or port == default else f"{host}:{port}"
-
-
-def default_authorities(url: str) -> list[str]:
-    """The authority of ``url``; for a loopback host, all three loopback spellings."""
-    parts = urlsplit(url)
-    authority = normalise_authority(parts.netloc, parts.scheme or "http")
-    if authority.endswith("]"):
-        host, port = authority, ""
-    else:
-        host, _, port = authority.rpartition(":")
-    if not host:
-        host, port = authority, ""
-    if host in LOOPBACK:
-        suffix = f":{port}" if port else ""
-        return [f"{h}{suffix}" for h in LOOPBACK]
-    return [authority]
-
-
 def accepted_authorities(runtime: Runtime) -> list[str]:
     settings: Any = runtime.settings  # type: ignore[attr-defined]
     url = settings.public_url if runtime.role == "relay" else settings.listen_url
-    return default_authorities(url)
+    return authorities_from_url(url)
 
 
 # ------------------------------------------------------------------------ guard

@@ -21,7 +21,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from darkmesh_aauth.authority import normalise_authority
 from darkmesh_aauth.keys import ecdsa_der_to_raw, ecdsa_raw_to_der
 from darkmesh_aauth.sfv import (
     SFError,
@@ -30,6 +29,7 @@ from darkmesh_aauth.sfv import (
     serialize_item,
     serialize_member,
 )
+from sdl_core import normalise_authority
 
 DERIVED_COMPONENTS = frozenset({
     "@method", "@target-uri", "@authority", "@scheme", "@request-target", "@path",

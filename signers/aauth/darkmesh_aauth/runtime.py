@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from darkmesh_aauth.authority import is_loopback, normalise_authority
 from darkmesh_aauth.registry import TrustRegistry
 from darkmesh_aauth.settings import AAuthSettings
 from darkmesh_aauth.signer import AAuthSigner
 from darkmesh_aauth.verifier import AAuthVerifier
-from sdl_core import StartupError
+from sdl_core import StartupError, is_loopback, normalise_authority
 
 log = logging.getLogger("darkmesh.aauth")
 

@@ -23,7 +23,6 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from darkmesh_aauth.authority import normalise_authority
 from darkmesh_aauth.digest import content_digest
 from darkmesh_aauth.keys import (
     JWKError,
@@ -37,7 +36,7 @@ from darkmesh_aauth.settings import AAuthSettings
 from darkmesh_aauth.sfv import Token, serialize_dictionary, serialize_member
 from darkmesh_aauth.token import REUSE_MARGIN_SEC, mint_token
 from darkmesh_aauth.verifier import node_id_of
-from sdl_core import PUBLIC, AgentIdentity, RouteSpec, StartupError
+from sdl_core import PUBLIC, AgentIdentity, RouteSpec, StartupError, normalise_authority
 
 Profile = Literal["darkmesh", "neotoma"]
 LABEL = "aasig"

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from darkmesh_aauth.authority import expand_loopback, normalise_authority
 from darkmesh_aauth.digest import check_content_digest
 from darkmesh_aauth.keys import (
     PRIVATE_MEMBERS,
@@ -35,7 +34,13 @@ from darkmesh_aauth.registry import TrustEntry, TrustRegistry
 from darkmesh_aauth.rfc9421 import ComponentError, Message, signature_base
 from darkmesh_aauth.sfv import SFError, Token, parse_dictionary, serialize_member
 from darkmesh_aauth.token import TOKEN_TYPE, ParsedToken, TokenShapeError, jws_valid, parse_token
-from sdl_core import HTTPProblem, InboundRequest, VerifiedAgent
+from sdl_core import (
+    HTTPProblem,
+    InboundRequest,
+    VerifiedAgent,
+    expand_loopback,
+    normalise_authority,
+)
 
 ReplayCache = Callable[[str, float], Awaitable[bool]]
 

@@ -7,11 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from darkmesh_aauth.authority import authorities_from_url, normalise_authority
 from darkmesh_aauth.testing import new_agent
 from pydantic import SecretStr
 
-from sdl_core import PluginSettingsError, StartupError
+from sdl_core import PluginSettingsError, StartupError, authorities_from_url, normalise_authority
 from sdl_core.testing.host import make_host
 
 PATH = "/darkmesh/skills/echo/echo"

@@ -1,4 +1,8 @@
-"""``@authority`` values: normalised ``host[:port]`` (``aauth.md`` §1.4, §2.1)."""
+"""``@authority`` values: normalised ``host[:port]`` (``spec/aauth.md`` §1.4, §2.1).
+
+The core owns these because the auth guard takes the accepted authorities from
+configuration (never the ``Host`` header); signers and verifiers use the same rules.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ def split_authority(authority: str) -> tuple[str, str]:
 
 
 def is_loopback(authority: str) -> bool:
+    """True for ``localhost``, ``127.0.0.1`` and ``[::1]``, with or without a port."""
     return split_authority(authority)[0] in LOOPBACK_HOSTS
 
 

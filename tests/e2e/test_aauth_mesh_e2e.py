@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,6 +33,7 @@ import pytest
 from darkmesh_aauth.keys import load_private_key_file
 from darkmesh_aauth.signer import AAuthAuth, RoleKey
 
+from sdl_core.testing.polling import until
 from sdl_core.testing.relay_process import free_port
 
 pytestmark = pytest.mark.e2e
@@ -55,16 +56,6 @@ START_TIMEOUT = 30.0
 SHARED_KEY_FIELDS = {"key", "node_key", "peer_key", "relay_key"}
 
 
-def until(probe: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
-    """Poll ``probe`` every 50 ms until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def toml_value(value: Any) -> str:
@@ -151,7 +142,7 @@ class Mesh:
             except httpx.HTTPError:
                 return False
 
-        until(healthy, f"{proc.name} healthy", START_TIMEOUT)
+        until(healthy, f"{proc.name} healthy", timeout=START_TIMEOUT)
 
     def stop_all(self) -> None:
         """Stop only what this mesh started, by its own handles; SIGTERM, then kill."""

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from darkmesh_warm_intro.cluster import SKILL, LocalCluster, demo_rows
+from darkmesh_warm_intro.cluster import SKILL, LocalCluster
+
+from sdl_core.testing.polling import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -47,36 +48,19 @@ def artifacts_dir() -> Path:
     return root
 
 
-def until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout} s")
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     with LocalCluster() as cluster:
-        cluster.start_relay()
-        for node_id, me in SELF_IDS.items():
-            cluster.start_node(node_id, self_identifiers=[me], wait=False,
-                               warm_intro={"response_wait_seconds": 5.0})
-        for node_id in SELF_IDS:
-            cluster.wait_healthy(node_id)
-            cluster.ingest(node_id, "contacts", demo_rows(f"{node_id}_contacts.csv"))
-            cluster.ingest(node_id, "interactions", demo_rows(f"{node_id}_interactions.csv"))
-        cluster.wait_registered(2)
-        yield cluster
+        yield cluster.start_demo(SELF_IDS, warm_intro={"response_wait_seconds": 5.0})
 
 
 def login_url(cluster: LocalCluster, node_id: str) -> str:
     """The link ``darkmesh node serve`` printed for this run of the node."""
     log = cluster.nodes[node_id].log
-    found = until(lambda: LOGIN_LINE.search(log.read_text(errors="replace")), 10,
-                  f"the dashboard link in {log}")
+    found = until(lambda: LOGIN_LINE.search(log.read_text(errors="replace")),
+                  f"the dashboard link in {log}", timeout=10)
     return str(found.group(1))
 
 

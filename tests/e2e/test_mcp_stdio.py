@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from darkmesh_warm_intro.cluster import CLI, LocalCluster, demo_rows
+from darkmesh_warm_intro.cluster import CLI, LocalCluster
 from mcp import Client, StdioServerParameters
 
 pytestmark = pytest.mark.e2e
@@ -21,16 +21,7 @@ SELF_IDS = {"node_a": "founder@startup.com", "node_b": "casey@connector.com"}
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     with LocalCluster() as cluster:
-        cluster.start_relay()
-        for node_id, me in SELF_IDS.items():
-            cluster.start_node(node_id, self_identifiers=[me], wait=False,
-                               warm_intro={"response_wait_seconds": 5.0})
-        for node_id in SELF_IDS:
-            cluster.wait_healthy(node_id)
-            cluster.ingest(node_id, "contacts", demo_rows(f"{node_id}_contacts.csv"))
-            cluster.ingest(node_id, "interactions", demo_rows(f"{node_id}_interactions.csv"))
-        cluster.wait_registered(2)
-        yield cluster
+        yield cluster.start_demo(SELF_IDS, warm_intro={"response_wait_seconds": 5.0})
 
 
 def _server(cluster: LocalCluster, *extra: str) -> StdioServerParameters:

@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
 from darkmesh_warm_intro.cluster import CLI, SKILL, LocalCluster, demo_rows, free_port
+
+from sdl_core.testing.polling import until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,14 +35,6 @@ def _upstream_vault(path: Path) -> None:
         (path / f"{dataset}.enc").write_bytes(fernet.encrypt(json.dumps(records).encode()))
 
 
-def _until(predicate: Any, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -85,7 +77,7 @@ def migrated(tmp_path: Path) -> Iterator[tuple[LocalCluster, str]]:
                                    cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
         try:
-            _until(lambda: _healthy(url, process))
+            until(lambda: _healthy(url, process))
             cluster.wait_registered(2)
             yield cluster, url
         finally:
@@ -123,13 +115,13 @@ def test_imported_upstream_vault_serves_a_v2_intro(migrated: tuple[LocalCluster,
         assert a.post(SKILL + "/consent", json=consent).json()["state"] == "pending"
 
     with httpx.Client(base_url=b_url, headers=headers, timeout=10) as b:
-        approval_id = _until(lambda: next(
+        approval_id = until(lambda: next(
             (x["approval_id"] for x in b.get(SKILL + "/approvals").json()["approvals"]
              if x["request_id"] == answer["request_id"]), None))
         assert b.post(SKILL + f"/approvals/{approval_id}/approve").json()["state"] == "approved"
 
     with cluster.client("node_a") as a:
-        result = _until(lambda: (r := a.post(SKILL + "/consent", json=consent).json())
+        result = until(lambda: (r := a.post(SKILL + "/consent", json=consent).json())
                         .get("state") == "revealed" and r, timeout=30)
     assert result["intro"]["target_contact"]["name"] == "Taylor BD"
     assert result["intro"]["relationship_strength"] == 0.88

@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from darkmesh_warm_intro.cluster import SKILL, LocalCluster, demo_rows
+from darkmesh_warm_intro.cluster import SKILL, LocalCluster
+
+from sdl_core.testing.polling import until
 
 pytestmark = pytest.mark.e2e
 
@@ -25,16 +27,7 @@ TAYLOR = {"name": "Taylor BD", "email": "taylor@companyx.com", "org": "Company X
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     with LocalCluster() as cluster:
-        cluster.start_relay()
-        for node_id, me in SELF_IDS.items():
-            cluster.start_node(node_id, self_identifiers=[me], wait=False,
-                               warm_intro={"response_wait_seconds": 5.0})
-        for node_id in SELF_IDS:
-            cluster.wait_healthy(node_id)
-            cluster.ingest(node_id, "contacts", demo_rows(f"{node_id}_contacts.csv"))
-            cluster.ingest(node_id, "interactions", demo_rows(f"{node_id}_interactions.csv"))
-        cluster.wait_registered(3)
-        yield cluster
+        yield cluster.start_demo(SELF_IDS, warm_intro={"response_wait_seconds": 5.0})
 
 
 def post(cluster: LocalCluster, node_id: str, path: str, body: Any = None) -> httpx.Response:
@@ -47,14 +40,6 @@ def get(cluster: LocalCluster, node_id: str, path: str) -> httpx.Response:
         return http.get(SKILL + path)
 
 
-def until(predicate: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 def test_discovery_returns_early_with_one_candidate(cluster: LocalCluster) -> None:

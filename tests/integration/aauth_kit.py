@@ -162,11 +162,16 @@ def plan_mesh(
 def build_mesh(plan: AAuthMeshPlan, *, relay_key: str = "", node_key: str = "",
                peer_key: str = "", response_wait_seconds: float = 5.0,
                peers: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
-               node_extra: Mapping[str, Mapping[str, Any]] | None = None) -> InProcessMesh:
+               node_extra: Mapping[str, Mapping[str, Any]] | None = None,
+               extra_builtins: Iterable[str] = (),
+               node_tables_extra: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+               ) -> InProcessMesh:
     """An :class:`InProcessMesh` for ``plan``.
 
     Shared keys are empty unless given; an ``hmac`` node or relay needs them. ``peers``
     lists each node's configured v1 peers (none by default: v2 needs none).
+    ``extra_builtins`` are entry points every node loads besides :data:`NODE_BUILTINS`;
+    ``node_tables_extra`` adds settings tables per node (a node's ``[neotoma]``, say).
     """
     overrides: dict[str, dict[str, Any]] = {}
     node_tables: dict[str, dict[str, dict[str, Any]]] = {}
@@ -186,10 +191,12 @@ def build_mesh(plan: AAuthMeshPlan, *, relay_key: str = "", node_key: str = "",
                 "trusted_agents_file": str(plan.node_trust[node_id]),
                 "key_dir": str(plan.root / f"{node_id}-keys"),
             }}
+        for name, table in (node_tables_extra or {}).get(node_id, {}).items():
+            node_tables.setdefault(node_id, {})[name] = dict(table)
     relay_tables = ({"aauth": {"relay_trusted_agents_file": str(plan.relay_trust)}}
                     if plan.relay_mode != "hmac" else {})
     return InProcessMesh(
-        list(plan.modes), builtins=NODE_BUILTINS, node_overrides=overrides,
+        list(plan.modes), builtins=NODE_BUILTINS | set(extra_builtins), node_overrides=overrides,
         node_tables=node_tables,
         tables={"warm_intro": {"response_wait_seconds": response_wait_seconds}},
         relay_builtins={"darkmesh-aauth"} if plan.relay_mode != "hmac" else (),
@@ -235,6 +242,7 @@ def accepted(metrics: Any, scheme: str) -> float:
 __all__ = [
     "BASE_REQUEST",
     "CONNECTORS",
+    "ISS",
     "MESH_RELAY_KEY",
     "NODE_BUILTINS",
     "OPERATOR_CAPABILITIES",

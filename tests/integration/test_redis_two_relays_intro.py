@@ -9,13 +9,14 @@ append-only file on: no acknowledged post or message is lost.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from sdl_core.testing.polling import until
 
 pytest.importorskip("darkmesh_warm_intro", reason="needs darkmesh-warm-intro (tox env all)")
 pytest.importorskip("darkmesh_redis", reason="needs darkmesh-redis (tox env all)")
@@ -100,14 +101,6 @@ def get(mesh: TwoRelayMesh, node_id: str, path: str) -> httpx.Response:
         return http.get(SKILL + path)
 
 
-def until(predicate: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def approval_of(mesh: TwoRelayMesh, request_id: str) -> str | None:

@@ -198,6 +198,21 @@ class LocalCluster:
             response.raise_for_status()
             return int(response.json()["count"])
 
+    def start_demo(self, self_identifiers: Mapping[str, str], *,
+                   warm_intro: Mapping[str, Any] | None = None) -> Self:
+        """Start the relay and one node per ``{node_id: own email}``, load each node's
+        demo data (``<node_id>_contacts.csv`` / ``_interactions.csv``), and wait until
+        every node is registered at the relay."""
+        self.start_relay()
+        for node_id, me in self_identifiers.items():
+            self.start_node(node_id, self_identifiers=[me], warm_intro=warm_intro, wait=False)
+        for node_id in self_identifiers:
+            self.wait_healthy(node_id)
+            self.ingest(node_id, "contacts", demo_rows(f"{node_id}_contacts.csv"))
+            self.ingest(node_id, "interactions", demo_rows(f"{node_id}_interactions.csv"))
+        self.wait_registered(len(self_identifiers))
+        return self
+
     def wait_registered(self, count: int, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Wait until ``count`` nodes are in the relay registry (so they count as live)."""
         deadline = time.monotonic() + timeout

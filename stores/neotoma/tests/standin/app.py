@@ -67,6 +67,20 @@ class Caller:
     def admitted(self) -> bool:
         return self.grant is not None
 
+    def attribution(self) -> dict[str, Any]:
+        """What an observation written by this caller records about its writer."""
+        out: dict[str, Any] = {
+            "tier": "software" if self.identity is not None else "anonymous",
+            "bearer": self.bearer_ok,
+            "admitted": self.admitted,
+        }
+        if self.identity is not None:
+            out.update(agent_thumbprint=self.identity.thumbprint, agent_sub=self.identity.sub,
+                       agent_iss=self.identity.iss)
+        if self.grant is not None:
+            out.update(grant_id=self.grant["grant_id"], agent_label=self.grant["label"])
+        return out
+
     def label(self, client_name: str | None = None) -> str:
         if self.grant is not None:
             return str(self.grant["label"])
@@ -507,14 +521,16 @@ class NeotomaStandin:
         if commit:
             for index, submitted in enumerate(entities):
                 entity, action, rule, obs, found = self.entities.upsert(
-                    user_id, submitted, source_priority=priority, observation_source=source)
+                    user_id, submitted, source_priority=priority, observation_source=source,
+                    attribution=caller.attribution())
                 created += action == "created"
                 for warning in found:
                     warnings.append({**warning, "observation_index": index})
                 org = submitted.get("organization")
                 if entity.entity_type == "contact" and isinstance(org, str) and org.strip():
                     self.entities.upsert(user_id, {"entity_type": "company", "name": org},
-                                         source_priority=priority, observation_source=source)
+                                         source_priority=priority, observation_source=source,
+                                         attribution=caller.attribution())
                 snapshot, _, _ = entity.reduce()
                 results.append({
                     "entity_id": entity.entity_id, "entity_type": entity.entity_type,

@@ -52,6 +52,9 @@ class Observation:
     observation_source: str
     observed_at: float
     serial: int
+    #: Who wrote it (§1.1, §1.5): the admitted agent's grant and key, or the user.
+    #: Python-side only, for assertions; no route serves it.
+    attribution: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -154,6 +157,7 @@ class EntityStore:
     def upsert(
         self, user_id: str, data: dict[str, Any], *, source_priority: int,
         observation_source: str, observed_at: float | None = None,
+        attribution: dict[str, Any] | None = None,
     ) -> tuple[Entity, str, str, Observation, list[dict[str, Any]]]:
         """Add one observation; return (entity, action, identity rule, observation, warnings)."""
         entity_type = str(data["entity_type"])
@@ -176,6 +180,7 @@ class EntityStore:
         obs = Observation(
             observation_id=str(uuid.uuid4()), fields=fields, source_priority=source_priority,
             observation_source=observation_source, observed_at=now, serial=self._serial,
+            attribution=dict(attribution or {}),
         )
         key = (user_id, entity_id)
         entity = self.entities.get(key)

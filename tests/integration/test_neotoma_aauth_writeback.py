@@ -28,16 +28,16 @@ pytest.importorskip("darkmesh_aauth")
 pytest.importorskip("darkmesh_neotoma")
 pytest.importorskip("darkmesh_warm_intro")
 
-import http_sf  # noqa: E402
-from darkmesh_neotoma.grants import Provisioner  # noqa: E402
-from darkmesh_neotoma.runtime import STATE_FEATURE, runtime_for, settings_for  # noqa: E402
-from darkmesh_warm_intro.v2.core import TEMPLATE  # noqa: E402
+import http_sf
+from darkmesh_neotoma.grants import Provisioner
+from darkmesh_neotoma.runtime import STATE_FEATURE, runtime_for, settings_for
+from darkmesh_warm_intro.v2.core import TEMPLATE
 
-from sdl_core import Host, IntroRevealed  # noqa: E402
-from sdl_core.testing.mesh import InProcessMesh  # noqa: E402
+from sdl_core import Host, IntroRevealed
+from sdl_core.testing.mesh import InProcessMesh
 
 sys.path.insert(0, str(Path(__file__).parent))
-from aauth_kit import (  # noqa: E402
+from aauth_kit import (
     BASE_REQUEST,
     ISS,
     SKILL,
@@ -136,9 +136,11 @@ def expected_snapshot(node_id: str, side: str, *, request_id: str, consent_id: s
 
 def signature_params(headers: dict[str, str]) -> dict[str, Any]:
     """The parameters of the one signature in ``Signature-Input``."""
-    parsed = http_sf.parse(headers["signature-input"].encode("ascii"), tltype="dictionary")
+    parsed: Any = http_sf.parse(headers["signature-input"].encode("ascii"),
+                                tltype="dictionary")
     assert isinstance(parsed, dict) and len(parsed) == 1
-    (_components, params), = parsed.values()
+    ((_components, params),) = parsed.values()
+    assert isinstance(params, dict)
     return dict(params)
 
 
@@ -245,7 +247,7 @@ async def test_v2_reveals_are_written_to_neotoma_by_each_signing_node(
             for node_id, side in sides.items()
         }
         assert set(by_name) == {s["canonical_name"] for s in expected.values()}
-        for node_id, snapshot in expected.items():
+        for snapshot in expected.values():
             entity = by_name[snapshot["canonical_name"]]
             assert entity["snapshot"] == snapshot
             assert entity["observation_count"] == 1
@@ -260,7 +262,8 @@ async def test_v2_reveals_are_written_to_neotoma_by_each_signing_node(
                 "tier": "software", "bearer": False, "admitted": True,
                 "agent_thumbprint": plan.keys[writer].node.thumbprint,
                 "agent_sub": f"darkmesh-node@{writer}", "agent_iss": ISS,
-                "grant_id": grant_ids[writer], "agent_label": f"Darkmesh node darkmesh-node@{writer}",
+                "grant_id": grant_ids[writer],
+                "agent_label": f"Darkmesh node darkmesh-node@{writer}",
             }
 
         # On the wire: one signed /store per side, no Bearer, exactly the §3.5 top level,

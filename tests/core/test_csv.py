@@ -46,7 +46,8 @@ from sdl_core.connectors.csv import (
 )
 from sdl_core.default_plugins.memory_store import MemoryStore
 
-DEMO = Path("/work/shared/spec/demo-data")
+# Byte-for-byte copies of spec/demo-data (the core tests run without the skill package).
+DEMO = Path(__file__).resolve().parents[1] / "data" / "demo-data"
 NODE_KEY = "operator-secret-key"
 
 

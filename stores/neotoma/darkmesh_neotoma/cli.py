@@ -28,16 +28,17 @@ from darkmesh_neotoma.sync import (
     DEFAULT_MIN_STRENGTH,
     plan_sync,
 )
-from sdl_core import AgentIdentity, DarkmeshError, Host, Signer, make_plugin_manager
-
-# The shared connector machinery (flags, auth, batching) lives in the core's connector
-# package; the brief of this plugin names it as the one to use.
-from sdl_core.connectors.common import (
+from sdl_core import (
+    AgentIdentity,
     ConnectorOptions,
     ConnectorRuntime,
+    DarkmeshError,
+    Host,
     IngestClient,
     IngestError,
+    Signer,
     connector_options,
+    make_plugin_manager,
     prepare_auth,
     progress_bar,
 )

@@ -156,39 +156,6 @@ def post_body(worker: int, index: int) -> dict[str, Any]:
             "psi": {"protocol": "dh-psi-v1", "x_values": ["ab" * 256] * 4}}
 
 
-async def round_trips(url: str, backend: str, concurrency: int, duration: float) -> dict[str, Any]:
-    """Workers loop publish -> pull(cursor) until ``duration`` passes."""
-    latencies: list[float] = []
-    count = 0
-    stop_at = time.perf_counter() + duration
-    limits = httpx.Limits(
-        max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2
-    )
-
-    async def worker(client: httpx.AsyncClient, number: int) -> None:
-        nonlocal count
-        cursor, index = 0, 0
-        while time.perf_counter() < stop_at:
-            started = time.perf_counter()
-            published = await client.post("/darkmesh/relay/posts", json=post_body(number, index))
-            published.raise_for_status()
-            pulled = await client.post("/darkmesh/relay/posts/pull", json={
-                "relay_key": KEY, "node_id": f"bench-sub-{number}", "cursor": cursor,
-                "limit": 100,
-            })
-            pulled.raise_for_status()
-            cursor = int(pulled.json()["cursor"])
-            latencies.append(time.perf_counter() - started)
-            count += 1
-            index += 1
-
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client, n) for n in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return summary("publish+pull", backend, concurrency, count, elapsed, latencies)
-
-
 async def health_loop(url: str, backend: str, duration: float) -> dict[str, Any]:
     latencies: list[float] = []
     stop_at = time.perf_counter() + duration
@@ -202,37 +169,13 @@ async def health_loop(url: str, backend: str, duration: float) -> dict[str, Any]
     return summary("baseline: GET health", backend, 1, len(latencies), elapsed, latencies)
 
 
-async def wake_latency(url: str, backend: str, rounds: int = 10) -> dict[str, Any]:
-    """Publish-to-return time of a parked long-poll, publish made by a second client."""
-    latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=url, timeout=30) as puller, \
-            httpx.AsyncClient(base_url=url, timeout=30) as publisher:
-        # Start above every seq so far: the seq of a fresh publish is the highest.
-        first = await publisher.post("/darkmesh/relay/posts", json=post_body(999, -1))
-        cursor = int(first.json()["seq"])
-        for index in range(rounds):
-            pull = asyncio.create_task(puller.post("/darkmesh/relay/posts/pull", json={
-                "relay_key": KEY, "node_id": "waker", "cursor": cursor, "wait": 10,
-            }))
-            await asyncio.sleep(0.1)
-            t0 = time.perf_counter()
-            await publisher.post("/darkmesh/relay/posts", json=post_body(999, index))
-            reply = await pull
-            latencies.append(time.perf_counter() - t0)
-            cursor = int(reply.json()["cursor"])
-    result = summary("long-poll wake (publish to return)", backend, 1, rounds,
-                     sum(latencies), latencies)
-    result["latency_ms"]["max"] = round(max(latencies) * 1000, 3)
-    result["latency_ms"]["mean"] = round(statistics.mean(latencies) * 1000, 3)
-    del result["per_second"]
-    return result
+async def round_trips(urls: list[str], backend: str, concurrency: int,
+                      duration: float) -> dict[str, Any]:
+    """Workers loop publish -> pull(cursor) until ``duration`` passes.
 
-
-async def round_trips_across(urls: list[str], backend: str, concurrency: int,
-                             duration: float) -> dict[str, Any]:
-    """Like :func:`round_trips` over several relay processes on shared data: worker ``n``
-    publishes through relay ``n`` and pulls through the next one, so every round trip
-    crosses processes and the load is spread as a load balancer would."""
+    With several relay processes on shared data, worker ``n`` publishes through relay
+    ``n`` and pulls through the next one, so every round trip crosses processes and the
+    load is spread as a load balancer would; with one, both go to it."""
     latencies: list[float] = []
     count = 0
     stop_at = time.perf_counter() + duration
@@ -272,9 +215,10 @@ async def round_trips_across(urls: list[str], backend: str, concurrency: int,
     return result
 
 
-async def wake_latency_across(urls: list[str], backend: str, rounds: int = 10) -> dict[str, Any]:
-    """:func:`wake_latency` with the long-poll parked on the last relay process and the
-    publish made through the first."""
+async def wake_latency(urls: list[str], backend: str, rounds: int = 10) -> dict[str, Any]:
+    """Publish-to-return time of a parked long-poll, the publish made by a second client;
+    the long-poll is parked on the last relay process and the publish goes through the
+    first (the same one when there is one)."""
     latencies: list[float] = []
     async with httpx.AsyncClient(base_url=urls[-1], timeout=30) as puller, \
             httpx.AsyncClient(base_url=urls[0], timeout=30) as publisher:
@@ -290,8 +234,9 @@ async def wake_latency_across(urls: list[str], backend: str, rounds: int = 10) -
             reply = await pull
             latencies.append(time.perf_counter() - t0)
             cursor = int(reply.json()["cursor"])
-    result = summary("long-poll wake across relays (publish on 1, pull on 2)", backend, 1,
-                     rounds, sum(latencies), latencies)
+    name = ("long-poll wake across relays (publish on 1, pull on 2)" if len(urls) > 1
+            else "long-poll wake (publish to return)")
+    result = summary(name, backend, 1, rounds, sum(latencies), latencies)
     result["latency_ms"]["max"] = round(max(latencies) * 1000, 3)
     result["latency_ms"]["mean"] = round(statistics.mean(latencies) * 1000, 3)
     result["relay_processes"] = len(urls)
@@ -308,16 +253,8 @@ def run(backends: list[str], duration: float, concurrency: list[int]) -> dict[st
             with BACKENDS[name](Path(scratch) / name) as relay:
                 urls = list(getattr(relay, "urls", [relay.url]))
                 for level in concurrency:
-                    if len(urls) > 1:
-                        results.append(asyncio.run(
-                            round_trips_across(urls, name, level, duration)))
-                    else:
-                        results.append(asyncio.run(round_trips(relay.url, name, level,
-                                                               duration)))
-                if len(urls) > 1:
-                    results.append(asyncio.run(wake_latency_across(urls, name)))
-                else:
-                    results.append(asyncio.run(wake_latency(relay.url, name)))
+                    results.append(asyncio.run(round_trips(urls, name, level, duration)))
+                results.append(asyncio.run(wake_latency(urls, name)))
     return {"machine": machine(), "duration_seconds": duration, "results": results}
 
 

@@ -3,20 +3,17 @@ relay posts handled, mailbox messages sent and received (v2 and v1)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode
+from darkmesh_warm_intro.v1.testing import BASE_REQUEST, PREFIX, mesh
 from prometheus_client.parser import text_string_to_metric_families
 
 from .test_v2_flow import add_demo_node, ask
 from .test_v2_routes import client
-
-sys.path.insert(0, str(Path(__file__).parent))
-from v1_harness import BASE_REQUEST, PREFIX, mesh
 
 V2, V1 = "warm_intro_v2", "warm_intro_v1"
 

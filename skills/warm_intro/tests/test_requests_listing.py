@@ -4,7 +4,6 @@ dashboard's "Recent intros" panel that reads it."""
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,8 @@ import pytest
 import pytest_asyncio
 from darkmesh_warm_intro.models import RequestList
 from darkmesh_warm_intro.testing import LoopbackMesh
+from darkmesh_warm_intro.v1.testing import BASE_REQUEST, PREFIX
+from darkmesh_warm_intro.v1.testing import mesh as v1_mesh
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,10 +24,6 @@ from sdl_core.node_app import create_node_app
 
 from .test_v2_flow import BASE_TARGET, add_demo_node, ask, consent_and_approve
 from .test_v2_routes import BASE, client
-
-sys.path.insert(0, str(Path(__file__).parent))
-from v1_harness import BASE_REQUEST, PREFIX
-from v1_harness import mesh as v1_mesh
 
 UI = "/darkmesh/ui"
 

@@ -3,16 +3,12 @@ capabilities by route and identity bound to the signer."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from v1_harness import PREFIX, Mesh, Node, mesh, mint, post_body, reveal_body
+from darkmesh_warm_intro.v1.testing import PREFIX, Mesh, Node, mesh, mint, post_body, reveal_body
 
 from sdl_core import InboundRequest, VerifiedAgent
 

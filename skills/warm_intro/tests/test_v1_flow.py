@@ -6,19 +6,15 @@ import asyncio
 import contextlib
 import json
 import re
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 from darkmesh_warm_intro.context import WarmIntroContext
 from darkmesh_warm_intro.v1 import V1Protocol, psi
 from darkmesh_warm_intro.v1.keys import SESSION
-from v1_harness import (
+from darkmesh_warm_intro.v1.testing import (
     BASE_REQUEST,
     DEMO,
     PREFIX,

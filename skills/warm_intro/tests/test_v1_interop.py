@@ -13,21 +13,13 @@ import asyncio
 import contextlib
 import hashlib
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
-sys.path.insert(0, str(Path(__file__).parent))
-from v1_harness import (
+from darkmesh_warm_intro.v1.testing import (
     BASE_REQUEST,
     DEMO,
     PREFIX,
@@ -38,6 +30,10 @@ from v1_harness import (
     mesh,
     url_of,
 )
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 P = int(
     "FFFFFFFFFFFFFFFFC90FDAA22168C234C4C6628B80DC1CD129024E088A67CC74020BBEA63B139B22514A0879"

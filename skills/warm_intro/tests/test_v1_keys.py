@@ -4,13 +4,20 @@ URLs are never called."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from darkmesh_warm_intro.v1.outbound import CallRefused, clean_base_url, plan_call
+from darkmesh_warm_intro.v1.testing import (
+    PREFIX,
+    SHARED_KEY,
+    Mesh,
+    mesh,
+    post_body,
+    url_of,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -19,17 +26,6 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sdl_core.settings import PeerConfig
-
-sys.path.insert(0, str(Path(__file__).parent))
-from darkmesh_warm_intro.v1.outbound import CallRefused, clean_base_url, plan_call
-from v1_harness import (
-    PREFIX,
-    SHARED_KEY,
-    Mesh,
-    mesh,
-    post_body,
-    url_of,
-)
 
 EVIL = "http://evil.test"
 

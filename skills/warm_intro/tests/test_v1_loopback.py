@@ -6,24 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import sys
 import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-from sdl_core import Host, RelayHost, RelaySettings
-from sdl_core.node_app import create_node_app
-from sdl_core.plugins import make_plugin_manager
-from sdl_core.relay.app import create_relay_app
-from sdl_core.serving import serve_app
-from sdl_core.settings import NodeSettings, load_settings
-
-sys.path.insert(0, str(Path(__file__).parent))
-from v1_harness import (
+from darkmesh_warm_intro.v1.testing import (
     BASE_REQUEST,
     DEMO,
     OPERATOR_KEY,
@@ -32,6 +21,13 @@ from v1_harness import (
     WAIT,
     V1OnlyPlugin,
 )
+
+from sdl_core import Host, RelayHost, RelaySettings
+from sdl_core.node_app import create_node_app
+from sdl_core.plugins import make_plugin_manager
+from sdl_core.relay.app import create_relay_app
+from sdl_core.serving import serve_app
+from sdl_core.settings import NodeSettings, load_settings
 
 
 def free_port() -> int:

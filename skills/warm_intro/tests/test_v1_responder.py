@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 from darkmesh_warm_intro.v1 import psi
-from v1_harness import (
+from darkmesh_warm_intro.v1.testing import (
     BASE_REQUEST,
     PREFIX,
     Mesh,

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-sys.path.insert(0, str(Path(__file__).parent))
 from darkmesh_warm_intro.v1 import keys
 from darkmesh_warm_intro.v1.requester import _clean_intro, _target_strength
-from v1_harness import mesh, mint
+from darkmesh_warm_intro.v1.testing import mesh, mint
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def test_identifiers_have_the_documented_shapes() -> None:

@@ -1,5 +1,5 @@
-"""In-process v1 mesh for the ``test_v1_*`` suites: a relay and nodes wired through
-``httpx.ASGITransport`` by base URL, no sockets.
+"""In-process v1 mesh for tests (the skill's ``test_v1_*`` suites and yours): a relay and
+nodes wired through ``httpx.ASGITransport`` by base URL, no sockets.
 
 Each node runs the real core node app (``create_node_app``: auth guard, route table) with a
 minimal skill around :class:`V1Protocol`, so these tests depend only on the core and on
@@ -17,15 +17,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from darkmesh_warm_intro.context import WarmIntroContext
-from darkmesh_warm_intro.settings import WarmIntroSettings
-from darkmesh_warm_intro.v1 import V1Protocol
+from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from sdl_core import Host, IntroRevealed, RelayHost, RelaySettings, RouteSpec, SkillSpec, hookimpl
-from sdl_core.auth import node_json, request_identity
+from darkmesh_warm_intro.context import WarmIntroContext
+from darkmesh_warm_intro.settings import WarmIntroSettings
+from darkmesh_warm_intro.v1 import V1Protocol
+from sdl_core import (
+    Host,
+    IntroRevealed,
+    RelayHost,
+    RelaySettings,
+    RouteSpec,
+    SkillSpec,
+    hookimpl,
+    node_json,
+    request_identity,
+)
 from sdl_core.node_app import create_node_app
 from sdl_core.plugins import make_plugin_manager
 from sdl_core.relay.app import create_relay_app
@@ -193,7 +203,8 @@ class Node:
 
     @property
     def v1(self) -> V1Protocol:
-        return self.skill.v1
+        protocol: V1Protocol = self.skill.v1
+        return protocol
 
     def operator(self, router: Router) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=router, base_url=self.url, timeout=30,
@@ -292,7 +303,7 @@ class Mesh:
 @contextlib.asynccontextmanager
 async def mesh() -> AsyncIterator[Mesh]:
     router = Router()
-    settings = RelaySettings(backend="memory", key=SHARED_KEY, auth_mode="hmac",
+    settings = RelaySettings(backend="memory", key=SecretStr(SHARED_KEY), auth_mode="hmac",
                              public_url=RELAY_URL)
     relay = RelayHost(make_plugin_manager(only={"darkmesh-sdl.memory"}, environ={}), settings)
     app = create_relay_app(relay)

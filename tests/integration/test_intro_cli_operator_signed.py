@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,3 +155,32 @@ def test_a_node_key_still_wins_over_the_signer(served: Served) -> None:
     write_trust_file(served.trust, [served.operator])
     code, out = cli(served.config, "intro", "--node-key", "some-key", "pending")
     assert code == 2 and "HTTP 401" in out
+
+
+@pytest.mark.asyncio
+async def test_mcp_server_signs_as_the_operator(served: Served) -> None:
+    """``darkmesh mcp`` (real subprocess, stdio) reaches the aauth node with the operator
+    key only: no shared key exists in its settings."""
+    from mcp import Client, StdioServerParameters
+
+    write_trust_file(served.trust, [served.operator])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DARKMESH_", "NEOTOMA_"))}
+    env["DARKMESH_LOAD_PLUGINS"] = "darkmesh-warm-intro,darkmesh-aauth"
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-c", "from sdl_core.cli import main; main()", "--config", str(served.config),
+              "mcp"],
+        env=env, cwd=str(served.config.parent),
+    )
+    async with Client(params) as client:
+        status = await client.call_tool("node_status", {})
+        assert not status.is_error, status.content
+        assert status.structured_content["health"]["node_id"] == NODE_ID
+        pending = await client.call_tool("list_pending_approvals", {})
+        assert not pending.is_error and pending.structured_content["approvals"] == []
+    # With the operator entry limited to node.query, the approvals list is refused.
+    write_trust_file(served.trust, [Agent(key=served.operator.key, role=served.operator.role,
+                                          capabilities=("node.query",))])
+    async with Client(params) as client:
+        refused = await client.call_tool("list_pending_approvals", {})
+        assert refused.is_error and "node.approve" in refused.content[0].text

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from darkmesh_aauth.keys import signing_key_from_jwk
@@ -48,6 +49,8 @@ class Served:
     config: Path
     trust: Path
     operator: Agent  # the key `darkmesh keygen --operator` wrote, as a registry entry
+    url: str
+    login_url: str  # the dashboard link `darkmesh node serve` prints
 
 
 def cli(config: Path, *args: str) -> tuple[int, str]:
@@ -112,8 +115,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         host = Host.create(config=config, pm=pm)
         app = create_node_app(host)  # prepares the host: its store exists from here on
         asyncio.run(host.store.upsert("contacts", demo_rows("node_a_contacts.csv")))
-        with served_app(app, port=port, health_path="/darkmesh/health"):
-            yield Served(config=config, trust=trust, operator=operator)
+        with served_app(app, port=port, health_path="/darkmesh/health") as url:
+            yield Served(config=config, trust=trust, operator=operator, url=url,
+                         login_url=app.state.dashboard.login_url())
 
 
 def test_untrusted_operator_key_is_refused(served: Served) -> None:
@@ -184,3 +188,22 @@ async def test_mcp_server_signs_as_the_operator(served: Served) -> None:
     async with Client(params) as client:
         refused = await client.call_tool("list_pending_approvals", {})
         assert refused.is_error and "node.approve" in getattr(refused.content[0], "text", "")
+
+
+def test_dashboard_calls_skill_routes_signed_as_the_operator(served: Served) -> None:
+    """The dashboard reaches the skill's routes with the operator's signature (the node is
+    in aauth mode and has no shared key); a refused capability shows in its panel."""
+    write_trust_file(served.trust, [served.operator])
+    token = served.login_url.split("token=", 1)[1]
+    with httpx.Client(base_url=served.url, timeout=30) as browser:
+        login = browser.get("/darkmesh/ui/login", params={"token": token})
+        assert login.status_code == 200
+        page = browser.get("/darkmesh/ui")
+        assert page.status_code == 200
+        approvals = page.text.split('id="approvals"', 1)[1].split("</section>", 1)[0]
+        assert "Nothing waits for your consent." in approvals
+        write_trust_file(served.trust, [Agent(key=served.operator.key, role=served.operator.role,
+                                              capabilities=("node.query",))])
+        refused = browser.get("/darkmesh/ui").text
+        approvals = refused.split('id="approvals"', 1)[1].split("</section>", 1)[0]
+        assert "403" in approvals and "node.approve" in approvals

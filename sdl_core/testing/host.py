@@ -15,6 +15,9 @@ given, so nothing leaks between tests and nothing needs unregistering::
     app = create_node_app(host)
     await host.start()   # ASGITransport sends no lifespan events
 
+or, with the host stopped however the block ends, ``async with running_node_app(host) as
+app:``.
+
 The process environment does not leak in through the plugin switches
 (``DARKMESH_LOAD_PLUGINS`` / ``DARKMESH_DISABLE_PLUGINS`` are ignored here); node
 settings still read ``DARKMESH_*`` variables unless given explicitly.
@@ -23,12 +26,15 @@ settings still read ``DARKMESH_*`` variables unless given explicitly.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
 
 from sdl_core.host import Host
+from sdl_core.node_app import create_node_app
 from sdl_core.plugins import make_plugin_manager
 from sdl_core.settings import NodeSettings, load_settings
 
@@ -89,3 +95,15 @@ def make_host(
     # Keeps the scratch directory alive exactly as long as the host.
     host._testing_scratch = scratch  # type: ignore[attr-defined]
     return host
+
+
+@asynccontextmanager
+async def running_node_app(host: Host) -> AsyncIterator[Starlette]:
+    """``host``'s node app for the block, the host started (``ASGITransport`` sends no
+    lifespan events) and stopped after the block, however it ends."""
+    app = create_node_app(host)
+    await host.start()
+    try:
+        yield app
+    finally:
+        await host.stop()

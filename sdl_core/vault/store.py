@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sdl_core.errors import DarkmeshError
 from sdl_core.protocols import JSONObject
 from sdl_core.records import record_key
-from sdl_core.state import connect
+from sdl_core.state import connect, write_transaction
 from sdl_core.vault import keys as vault_keys
 from sdl_core.vault.keys import VaultKeyError
 from sdl_core.vault.records import check_dataset, decode_record, encode_records
@@ -165,8 +165,7 @@ class VaultStore:
             # that holds it keeps large vaults from paying a read per insert.
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             conn.executescript(_SCHEMA)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 meta = dict(conn.execute("SELECT name, value FROM vault_meta").fetchall())
                 if passphrase:
                     keying = _open_with_passphrase(conn, db_path, meta, passphrase)
@@ -177,10 +176,6 @@ class VaultStore:
                 if epoch is None:
                     epoch = uuid.uuid4().hex
                     conn.execute("INSERT INTO vault_meta VALUES ('epoch', ?)", (epoch,))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
         except BaseException:
             conn.close()
             raise
@@ -246,8 +241,7 @@ class VaultStore:
             version = self._keying.version
             sealed = self._seal_all(self._keying, dataset, encoded)
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 row = conn.execute(
                     "SELECT record_count FROM vault_datasets WHERE dataset = ?", (dataset,)
                 ).fetchone()
@@ -276,10 +270,6 @@ class VaultStore:
                     "record_count = excluded.record_count, generation = generation + 1",
                     (dataset, count),
                 )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
             return int(count)
 
     async def upsert(self, dataset: str, records: Sequence[JSONObject]) -> int:
@@ -295,8 +285,7 @@ class VaultStore:
             self._ensure_open()
             tokens = [(dataset, self._token(dataset, key)) for key in keys]
             conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(conn):
                 cursor = conn.executemany(
                     "DELETE FROM vault_records WHERE dataset = ? AND token = ?", tokens
                 )
@@ -307,10 +296,6 @@ class VaultStore:
                         "generation = generation + 1 WHERE dataset = ?",
                         (removed, dataset),
                     )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
             return removed
 
     async def delete(self, dataset: str, keys: Iterable[str]) -> int:

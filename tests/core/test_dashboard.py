@@ -26,7 +26,7 @@ from sdl_core import DarkmeshSettings, HTTPProblem, RouteSpec, SkillSpec, hookim
 from sdl_core.dashboard import DashboardAccess
 from sdl_core.dashboard.sessions import COOKIE_NAME
 from sdl_core.node_app import create_node_app
-from sdl_core.testing.host import TEST_NODE_KEY, make_host
+from sdl_core.testing.host import TEST_NODE_KEY, make_host, running_node_app
 
 UI = "/darkmesh/ui"
 HOSTILE = '<script>alert("x")</script>'
@@ -138,12 +138,8 @@ async def _client(app: Any, client_addr: str = "127.0.0.1") -> httpx.AsyncClient
 @pytest_asyncio.fixture
 async def node() -> AsyncIterator[tuple[Any, Any]]:
     host = make_host(FakeWarmIntroPlugin(), node_id="node_b")
-    app = create_node_app(host)
-    await host.start()
-    try:
+    async with running_node_app(host) as app:
         yield host, app
-    finally:
-        await host.stop()
 
 
 async def _login(client: httpx.AsyncClient, app: Any) -> str:
@@ -316,19 +312,14 @@ def test_hostile_posts_never_fail_with_500(body: bytes, content_type: str, path:
     import asyncio
 
     async def run() -> int:
-        host = make_host(FakeWarmIntroPlugin(), node_id="node_b")
-        app = create_node_app(host)
-        await host.start()
-        try:
-            async with await _client(app) as client:
-                await _login(client, app)
-                answer = await client.post(UI + path, content=body,
-                                           headers={"content-type": content_type})
-                if answer.headers.get("content-type", "").startswith("application/json"):
-                    assert "detail" in answer.json()
-                return answer.status_code
-        finally:
-            await host.stop()
+        async with running_node_app(make_host(FakeWarmIntroPlugin(), node_id="node_b")) as app, \
+                await _client(app) as client:
+            await _login(client, app)
+            answer = await client.post(UI + path, content=body,
+                                       headers={"content-type": content_type})
+            if answer.headers.get("content-type", "").startswith("application/json"):
+                assert "detail" in answer.json()
+            return answer.status_code
 
     status = asyncio.run(run())
     assert status < 500 and status in (303, 400, 401, 403, 409, 413)
@@ -392,18 +383,13 @@ async def test_request_lookup_reads_the_status_route(node: tuple[Any, Any]) -> N
 
 @pytest.mark.asyncio
 async def test_without_the_skill_its_panels_say_so() -> None:
-    host = make_host(node_id="node_a")
-    app = create_node_app(host)
-    await host.start()
-    try:
+    async with running_node_app(make_host(node_id="node_a")) as app:
         async with await _client(app) as client:
             await _login(client, app)
             html = (await client.get(UI)).text
         assert html.count("warm-intro skill not installed") >= 3
         assert ("AAuth not installed" in html) or ("AAuth verifier not active" in html)
         assert "Installed plugins" in html and "darkmesh-sdl.memory-store" in html
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio

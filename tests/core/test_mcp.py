@@ -21,9 +21,8 @@ from starlette.responses import JSONResponse
 
 from sdl_core import HTTPProblem, RouteSpec, SkillSpec, hookimpl
 from sdl_core.mcp_server import BearerGate, NodeClient, build_server
-from sdl_core.node_app import create_node_app
 from sdl_core.operator import OperatorCredential, operator_credential
-from sdl_core.testing.host import TEST_NODE_KEY, make_host
+from sdl_core.testing.host import TEST_NODE_KEY, make_host, running_node_app
 
 BASE = "http://localhost:8001"
 
@@ -105,12 +104,8 @@ class IntroPlugin:
 @pytest_asyncio.fixture
 async def node() -> AsyncIterator[tuple[Any, Any]]:
     host = make_host(IntroPlugin(), node_id="node_a")
-    app = create_node_app(host)
-    await host.start()
-    try:
+    async with running_node_app(host) as app:
         yield host, app
-    finally:
-        await host.stop()
 
 
 def _node_client(app: Any, key: str = TEST_NODE_KEY) -> NodeClient:

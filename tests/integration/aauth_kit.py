@@ -232,6 +232,37 @@ async def ingest_demo(mesh: InProcessMesh, plan: AAuthMeshPlan, node_id: str,
             assert response.status_code == 200, response.text
 
 
+async def approve_and_reveal(mesh: InProcessMesh, requester: httpx.AsyncClient,
+                             responder: httpx.AsyncClient,
+                             consent: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The responder's operator approves the pending intro ``consent`` names, then the
+    requester repeats its consent until the intro is revealed.
+
+    Returns the approval the responder saw and the requester's revealed answer.
+    """
+    approvals: list[dict[str, Any]] = []
+
+    async def has_approval() -> bool:
+        reply = await responder.get(f"{SKILL}/approvals")
+        assert reply.status_code == 200, reply.text
+        approvals[:] = [x for x in reply.json()["approvals"]
+                        if x["request_id"] == consent["request_id"]]
+        return bool(approvals)
+
+    await mesh.wait_until(has_approval, timeout=10)
+    decided = await responder.post(f"{SKILL}/approvals/{approvals[0]['approval_id']}/approve")
+    assert decided.json()["state"] == "approved", decided.text
+
+    result: dict[str, Any] = {}
+
+    async def revealed() -> bool:
+        result.update((await requester.post(f"{SKILL}/consent", json=consent)).json())
+        return result.get("state") == "revealed"
+
+    await mesh.wait_until(revealed, timeout=10)
+    return approvals[0], result
+
+
 def accepted(metrics: Any, scheme: str) -> float:
     """How many requests a host accepted with ``scheme`` (``aauth`` / ``shared-key``)."""
     value = metrics.registry.get_sample_value("darkmesh_auth_accepted_total",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from aauth_kit import (
     TAYLOR,
     Mode,
     accepted,
+    approve_and_reveal,
     build_mesh,
     ingest_demo,
     plan_mesh,
@@ -71,28 +71,9 @@ async def test_v2_intro_with_aauth_everywhere_and_no_shared_key(tmp_path: Path) 
             pending = (await a.post(f"{SKILL}/consent", json=consent)).json()
             assert pending["state"] == "pending" and pending["intro"] is None
 
-            approvals: list[dict[str, Any]] = []
-
-            async def has_approval() -> bool:
-                reply = await b.get(f"{SKILL}/approvals")
-                assert reply.status_code == 200, reply.text
-                approvals[:] = [x for x in reply.json()["approvals"]
-                                if x["request_id"] == answer["request_id"]]
-                return bool(approvals)
-
-            await mesh.wait_until(has_approval, timeout=10)
+            approval, result = await approve_and_reveal(mesh, a, b, consent)
             # The relay stamped the sender from the signature: the responder sees node_a.
-            assert approvals[0]["requester_node_id"] == "node_a"
-            decided = await b.post(f"{SKILL}/approvals/{approvals[0]['approval_id']}/approve")
-            assert decided.json()["state"] == "approved", decided.text
-
-            result: dict[str, Any] = {}
-
-            async def revealed() -> bool:
-                result.update((await a.post(f"{SKILL}/consent", json=consent)).json())
-                return result.get("state") == "revealed"
-
-            await mesh.wait_until(revealed, timeout=10)
+            assert approval["requester_node_id"] == "node_a"
             assert result["intro"]["target_contact"] == TAYLOR
             assert result["intro"]["connector"]["node_id"] == "node_b"
             status = (await a.get(f"{SKILL}/requests/{answer['request_id']}")).json()

@@ -20,6 +20,7 @@ from aauth_kit import (
     TAYLOR,
     AAuthMeshPlan,
     accepted,
+    approve_and_reveal,
     build_mesh,
     identity,
     ingest_demo,
@@ -74,23 +75,8 @@ async def test_v2_between_a_signing_node_and_an_hmac_node(tmp_path: Path) -> Non
             assert candidate["score"] == 0.904
             consent = {"request_id": answer["request_id"], "consent_id": candidate["consent_id"]}
             assert (await a.post(f"{SKILL}/consent", json=consent)).json()["state"] == "pending"
-            approvals: list[dict[str, Any]] = []
-
-            async def has_approval() -> bool:
-                approvals[:] = (await b.get(f"{SKILL}/approvals")).json()["approvals"]
-                return bool(approvals)
-
-            await mesh.wait_until(has_approval, timeout=10)
-            assert approvals[0]["requester_node_id"] == "node_a"
-            r = await b.post(f"{SKILL}/approvals/{approvals[0]['approval_id']}/approve")
-            assert r.json()["state"] == "approved", r.text
-            result: dict[str, Any] = {}
-
-            async def revealed() -> bool:
-                result.update((await a.post(f"{SKILL}/consent", json=consent)).json())
-                return result.get("state") == "revealed"
-
-            await mesh.wait_until(revealed, timeout=10)
+            approval, result = await approve_and_reveal(mesh, a, b, consent)
+            assert approval["requester_node_id"] == "node_a"
             assert result["intro"]["target_contact"] == TAYLOR
         # The relay served both schemes; each node used only its own.
         assert mesh.relay is not None

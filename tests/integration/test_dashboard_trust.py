@@ -25,9 +25,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from sdl_core.dashboard.sessions import COOKIE_NAME
-from sdl_core.node_app import create_node_app
 from sdl_core.serving import serve_app
-from sdl_core.testing.host import make_host
+from sdl_core.testing.host import make_host, running_node_app
 from sdl_core.testing.relay_process import free_port
 
 UI = "/darkmesh/ui"
@@ -43,12 +42,8 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[Any, Any, Path]]:
                      data_dir=str(tmp_path / "data"),
                      tables={"aauth": {"trusted_agents_file": str(registry),
                                        "key_dir": str(tmp_path / "keys")}})
-    app = create_node_app(host)
-    await host.start()
-    try:
+    async with running_node_app(host) as app:
         yield host, app, registry
-    finally:
-        await host.stop()
 
 
 async def _session(app: Any) -> tuple[httpx.AsyncClient, str]:

@@ -44,6 +44,7 @@ from aauth_kit import (
     TAYLOR,
     AAuthMeshPlan,
     Mode,
+    approve_and_reveal,
     build_mesh,
     ingest_demo,
     plan_mesh,
@@ -159,26 +160,7 @@ async def run_intro(mesh: InProcessMesh, plan: AAuthMeshPlan) -> dict[str, Any]:
         pending = (await a.post(f"{SKILL}/consent", json=consent)).json()
         assert pending["state"] == "pending", pending
 
-        approvals: list[dict[str, Any]] = []
-
-        async def has_approval() -> bool:
-            reply = await b.get(f"{SKILL}/approvals")
-            assert reply.status_code == 200, reply.text
-            approvals[:] = [x for x in reply.json()["approvals"]
-                            if x["request_id"] == answer["request_id"]]
-            return bool(approvals)
-
-        await mesh.wait_until(has_approval, timeout=10)
-        decided = await b.post(f"{SKILL}/approvals/{approvals[0]['approval_id']}/approve")
-        assert decided.json()["state"] == "approved", decided.text
-
-        result: dict[str, Any] = {}
-
-        async def revealed() -> bool:
-            result.update((await a.post(f"{SKILL}/consent", json=consent)).json())
-            return result.get("state") == "revealed"
-
-        await mesh.wait_until(revealed, timeout=10)
+        _, result = await approve_and_reveal(mesh, a, b, consent)
     assert result["intro"]["target_contact"] == TAYLOR
     assert result["intro"]["connector"]["node_id"] == "node_b"
     return {**consent, "strength": result["intro"]["relationship_strength"]}

@@ -35,7 +35,7 @@ from darkmesh_aauth.rfc9421 import Message, signature_base
 from darkmesh_aauth.settings import AAuthSettings
 from darkmesh_aauth.sfv import Token, serialize_dictionary, serialize_member
 from darkmesh_aauth.token import REUSE_MARGIN_SEC, mint_token
-from darkmesh_aauth.verifier import node_id_of
+from darkmesh_aauth.verifier import node_id_of, required_components
 from sdl_core import PUBLIC, AgentIdentity, RouteSpec, StartupError, normalise_authority
 
 Profile = Literal["darkmesh", "neotoma"]
@@ -46,14 +46,9 @@ _SIGNATURE_HEADERS = ("signature", "signature-input", "signature-key")
 
 
 def covered_components(*, has_body: bool, has_query: bool) -> list[str]:
-    """The components our signer covers, in the spec's order (``aauth.md`` §1.3)."""
-    names = ["@method", "@authority", "@path"]
-    if has_query:
-        names.append("@request-target")
-    if has_body:
-        names += ["content-type", "content-digest"]
-    names.append("signature-key")
-    return names
+    """The components our signer covers, in the spec's order (``aauth.md`` §1.3): exactly
+    what our verifier requires, so the one list lives beside the verifier."""
+    return required_components(has_body, has_query)
 
 
 @dataclass(kw_only=True)

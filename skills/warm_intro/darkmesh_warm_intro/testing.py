@@ -16,7 +16,8 @@ import asyncio
 import base64
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,29 @@ class LoopbackMesh:
         await self.drain()
         for node in self.nodes.values():
             await node.host.stop()
+
+
+async def add_demo_node(mesh: LoopbackMesh, letter: str, **warm_intro: Any) -> MeshNode:
+    """``node_<letter>`` of the shipped demo (its CSVs and self identifier), on ``mesh``;
+    ``warm_intro`` overrides settings of its ``[warm_intro]`` table."""
+    from darkmesh_warm_intro.cluster import demo_rows
+    from darkmesh_warm_intro.demo import SELF_IDENTIFIERS
+
+    node_id = f"node_{letter}"
+    return await mesh.add_node(
+        node_id, contacts=demo_rows(f"{node_id}_contacts.csv"),
+        interactions=demo_rows(f"{node_id}_interactions.csv"),
+        self_identifiers=[SELF_IDENTIFIERS[node_id]], warm_intro=warm_intro or None,
+    )
+
+
+@asynccontextmanager
+async def demo_mesh(root: Path, letters: str = "abc") -> AsyncIterator[LoopbackMesh]:
+    """A mesh of the demo nodes ``node_<letter>`` for the block, closed after it."""
+    mesh = LoopbackMesh(root)
+    try:
+        for letter in letters:
+            await add_demo_node(mesh, letter)
+        yield mesh
+    finally:
+        await mesh.close()

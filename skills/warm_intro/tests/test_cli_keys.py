@@ -14,13 +14,13 @@ from click.testing import CliRunner
 from darkmesh_warm_intro import plugin
 from darkmesh_warm_intro.cli import intro_group
 from darkmesh_warm_intro.sealing import KEY_STATE
-from darkmesh_warm_intro.testing import LoopbackMesh
+from darkmesh_warm_intro.testing import LoopbackMesh, add_demo_node
 
 from sdl_core.node_app import create_node_app
 from sdl_core.testing.host import TEST_NODE_KEY, make_host
 from sdl_core.testing.served import served_app
 
-from .test_v2_flow import add_demo_node, ask
+from .test_v2_flow import ask
 
 
 async def key_change_history(root: Path) -> dict[str, str]:

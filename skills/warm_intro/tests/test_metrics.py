@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode
+from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode, add_demo_node
 from darkmesh_warm_intro.v1.testing import BASE_REQUEST, PREFIX, mesh
 from prometheus_client.parser import text_string_to_metric_families
 
-from .test_v2_flow import add_demo_node, ask
+from .test_v2_flow import ask
 from .test_v2_routes import client
 
 V2, V1 = "warm_intro_v2", "warm_intro_v1"

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from darkmesh_warm_intro.models import RequestList
-from darkmesh_warm_intro.testing import LoopbackMesh
+from darkmesh_warm_intro.testing import LoopbackMesh, demo_mesh
 from darkmesh_warm_intro.v1.testing import BASE_REQUEST, PREFIX
 from darkmesh_warm_intro.v1.testing import mesh as v1_mesh
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sdl_core.dashboard.sessions import COOKIE_NAME
 from sdl_core.node_app import create_node_app
 
-from .test_v2_flow import BASE_TARGET, add_demo_node, ask, consent_and_approve
+from .test_v2_flow import BASE_TARGET, ask, consent_and_approve
 from .test_v2_routes import BASE, client
 
 UI = "/darkmesh/ui"
@@ -30,11 +30,8 @@ UI = "/darkmesh/ui"
 
 @pytest_asyncio.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[LoopbackMesh]:
-    mesh = LoopbackMesh(tmp_path)
-    for letter in "abc":
-        await add_demo_node(mesh, letter)
-    yield mesh
-    await mesh.close()
+    async with demo_mesh(tmp_path) as mesh:
+        yield mesh
 
 
 @pytest.mark.asyncio

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from darkmesh_warm_intro import psi
 from darkmesh_warm_intro.sealing import NodeKeys, seal
-from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode
+from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode, add_demo_node
 from darkmesh_warm_intro.v2 import exchange
 
 from sdl_core import HTTPProblem, MailboxMessage
 
-from .test_v2_flow import BASE_TARGET, add_demo_node, ask
+from .test_v2_flow import BASE_TARGET, ask
 
 
 def last_reason(node: MeshNode) -> str:

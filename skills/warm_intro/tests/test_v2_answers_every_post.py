@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 from darkmesh_warm_intro.sealing import KEY_STATE, open_sealed
-from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode
+from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode, add_demo_node
 
-from .test_v2_flow import add_demo_node, ask
+from .test_v2_flow import ask
 
 #: Far beyond what any answer takes: a requester returning well before it was answered.
 LONG_WAIT = 30.0

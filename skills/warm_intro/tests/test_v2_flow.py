@@ -3,9 +3,7 @@ sides, policies, events and restart durability."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import AsyncIterator
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -13,39 +11,19 @@ import pytest
 import pytest_asyncio
 from darkmesh_warm_intro.matching import Target
 from darkmesh_warm_intro.models import ConstraintsModel
-from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode
+from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode, add_demo_node, demo_mesh
 
 from sdl_core import INTRO_REVEALED, HTTPProblem, IntroRevealed
 
 BASE_TARGET = {"company": "Company X", "role": "Business Development"}
-SELF_IDS = {"node_a": "founder@startup.com", "node_b": "casey@connector.com",
-            "node_c": "carol@elsewhere.com"}
 TAYLOR = {"name": "Taylor BD", "email": "taylor@companyx.com", "org": "Company X",
           "role": "Business Development"}
 
 
-def demo_rows(name: str) -> list[dict[str, Any]]:
-    text = resources.files("darkmesh_warm_intro").joinpath("demo_data", name).read_text()
-    return list(csv.DictReader(text.splitlines()))
-
-
-async def add_demo_node(mesh: LoopbackMesh, letter: str, **warm_intro: Any) -> MeshNode:
-    node_id = f"node_{letter}"
-    return await mesh.add_node(
-        node_id, contacts=demo_rows(f"{node_id}_contacts.csv"),
-        interactions=demo_rows(f"{node_id}_interactions.csv"),
-        self_identifiers=[SELF_IDS[node_id]], warm_intro=warm_intro or None,
-    )
-
-
 @pytest_asyncio.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[LoopbackMesh]:
-    mesh = LoopbackMesh(tmp_path)
-    await add_demo_node(mesh, "a")
-    await add_demo_node(mesh, "b")
-    await add_demo_node(mesh, "c")
-    yield mesh
-    await mesh.close()
+    async with demo_mesh(tmp_path) as mesh:
+        yield mesh
 
 
 async def ask(node: MeshNode, target: dict[str, Any] = BASE_TARGET,

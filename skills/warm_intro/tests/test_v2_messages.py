@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from darkmesh_warm_intro.sealing import open_sealed
-from darkmesh_warm_intro.testing import LoopbackMesh
+from darkmesh_warm_intro.testing import LoopbackMesh, add_demo_node
 from darkmesh_warm_intro.v2 import exchange, messages
 from pydantic import ValidationError
 
-from .test_v2_flow import add_demo_node, ask, consent_and_approve
+from .test_v2_flow import ask, consent_and_approve
 
 
 @pytest.mark.asyncio

@@ -9,12 +9,12 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode
+from darkmesh_warm_intro.testing import LoopbackMesh, MeshNode, add_demo_node, demo_mesh
 
 from sdl_core.node_app import create_node_app
 from sdl_core.testing.host import TEST_NODE_KEY
 
-from .test_v2_flow import BASE_TARGET, TAYLOR, add_demo_node
+from .test_v2_flow import BASE_TARGET, TAYLOR
 
 BASE = "/darkmesh/skills/warm-intro"
 KEY = {"X-Darkmesh-Key": TEST_NODE_KEY}
@@ -28,11 +28,8 @@ def client(node: MeshNode) -> httpx.AsyncClient:
 
 @pytest_asyncio.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[LoopbackMesh]:
-    mesh = LoopbackMesh(tmp_path)
-    for letter in "abc":
-        await add_demo_node(mesh, letter)
-    yield mesh
-    await mesh.close()
+    async with demo_mesh(tmp_path) as mesh:
+        yield mesh
 
 
 @pytest.mark.asyncio

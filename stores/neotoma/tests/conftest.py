@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -111,6 +112,23 @@ def node_host(
         plugins.append(TestSignerPlugin(test_signer or TestSigner(sub=f"darkmesh-node@{node_id}")))
     return make_host(*plugins, builtins=builtins, tables=tables, node_id=node_id, store=store,
                      auth_mode="either" if signer else "hmac", data_dir=str(data_dir), **node)
+
+
+async def started(host: Host) -> Host:
+    """``host`` prepared and started; the caller stops it."""
+    host.prepare()
+    await host.start()
+    return host
+
+
+@contextlib.asynccontextmanager
+async def running(host: Host) -> AsyncIterator[Host]:
+    """``host`` started for the block and stopped after it, however the block ends."""
+    await started(host)
+    try:
+        yield host
+    finally:
+        await host.stop()
 
 
 class ServedApp:

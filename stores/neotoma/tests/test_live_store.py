@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from conftest import STRICT_TOKEN, FakeClock, node_host
+from conftest import STRICT_TOKEN, FakeClock, node_host, running, started
 from darkmesh_neotoma.store import NeotomaStore
 from standin import StandinServer
 
-from sdl_core import Host, UnknownPluginError
+from sdl_core import UnknownPluginError
 from sdl_core.testing.store_contract import StoreContract
 
 TAYLOR = {"entity_type": "contact", "name": "Taylor BD", "email": "taylor@companyx.com",
@@ -44,12 +44,6 @@ def store_entities(server: StandinServer, key: str, *entities: dict[str, Any],
     response = httpx.post(server.url + "/store", headers=headers,
                           json={"idempotency_key": key, "entities": list(entities)})
     assert response.status_code == 200, response.text
-
-
-async def started(host: Host) -> Host:
-    host.prepare()
-    await host.start()
-    return host
 
 
 def queries(server: StandinServer) -> int:
@@ -77,8 +71,8 @@ async def test_contacts_and_interactions_come_live_from_neotoma(
 ) -> None:
     store_entities(standin, "seed", TAYLOR,
                    {"entity_type": "contact", "name": "Me Myself", "email": "me@node-b.org"})
-    host = await started(node_host(tmp_path, standin.url, self_identifiers=["ME@node-b.org"]))
-    try:
+    node = node_host(tmp_path, standin.url, self_identifiers=["ME@node-b.org"])
+    async with running(node) as host:
         contacts = [r async for r in host.store.iterate("contacts")]
         assert [c["email"] for c in contacts] == ["taylor@companyx.com"]
         assert contacts[0]["org"] == "Company X" and contacts[0]["role"] == "Business Development"
@@ -94,8 +88,6 @@ async def test_contacts_and_interactions_come_live_from_neotoma(
         status = host.store.status()  # type: ignore[attr-defined]
         assert status["mode"] == "live" and status["last_error"] is None
         assert status["admission"] == "no_match"
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
@@ -129,9 +121,8 @@ async def test_fallback_logs_shows_status_and_recovers(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="darkmesh.neotoma")
     store_entities(standin, "seed", TAYLOR)
-    host = await started(node_host(tmp_path, standin.url, neotoma={
-        "cache_ttl_seconds": 0, "retry_after_seconds": 0.2}))
-    try:
+    async with running(node_host(tmp_path, standin.url, neotoma={
+        "cache_ttl_seconds": 0, "retry_after_seconds": 0.2})) as host:
         await host.store.upsert("contacts", [{"email": "vault@x.com", "name": "Vault Only"}])
         assert [c["email"] async for c in host.store.iterate("contacts")] == [
             "taylor@companyx.com"]
@@ -149,28 +140,22 @@ async def test_fallback_logs_shows_status_and_recovers(
             "taylor@companyx.com"]
         assert host.store.status()["mode"] == "live"  # type: ignore[attr-defined]
         assert any("reachable again" in r.message for r in caplog.records)
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
 async def test_neotoma_http_errors_fall_back_too(standin: StandinServer, tmp_path: Path) -> None:
-    host = await started(node_host(tmp_path, standin.url, neotoma={"cache_ttl_seconds": 0}))
-    try:
+    async with running(node_host(tmp_path, standin.url, neotoma={"cache_ttl_seconds": 0})) as host:
         await host.store.upsert("contacts", [{"email": "vault@x.com"}])
         standin.neotoma.fail_with = 503
         assert [c["email"] async for c in host.store.iterate("contacts")] == ["vault@x.com"]
         assert "503" in (host.store.status()["last_error"] or "")  # type: ignore[attr-defined]
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
 async def test_other_datasets_from_entities_of_that_type_else_fallback(
     standin: StandinServer, tmp_path: Path
 ) -> None:
-    host = await started(node_host(tmp_path, standin.url, neotoma={"cache_ttl_seconds": 0}))
-    try:
+    async with running(node_host(tmp_path, standin.url, neotoma={"cache_ttl_seconds": 0})) as host:
         await host.store.upsert("writer_activity", [{"id": "w-vault", "writer": "vault"}])
         rows = [r async for r in host.store.iterate("writer_activity")]
         assert rows == [{"id": "w-vault", "writer": "vault"}]  # none in Neotoma: vault
@@ -179,22 +164,17 @@ async def test_other_datasets_from_entities_of_that_type_else_fallback(
         rows = [r async for r in host.store.iterate("writer_activity")]
         assert len(rows) == 1 and rows[0]["writer"] == "neo" and rows[0]["posts"] == 3
         assert rows[0]["neotoma_entity_id"].startswith("ent_")
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
 async def test_read_auth_bearer(strict_standin: StandinServer, tmp_path: Path) -> None:
     store_entities(strict_standin, "seed", TAYLOR, bearer=STRICT_TOKEN)
-    host = await started(node_host(tmp_path, strict_standin.url, neotoma={
-        "read_auth_mode": "bearer", "token": STRICT_TOKEN}))
-    try:
+    async with running(node_host(tmp_path, strict_standin.url, neotoma={
+        "read_auth_mode": "bearer", "token": STRICT_TOKEN})) as host:
         assert await host.store.count("contacts") == 1
         last = [r for r in strict_standin.neotoma.requests if r["path"] == "/entities/query"][-1]
         assert last["headers"]["authorization"] == f"Bearer {STRICT_TOKEN}"
         assert "signature" not in last["headers"]
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
@@ -202,9 +182,8 @@ async def test_read_auth_aauth_needs_admission_in_strict(
     strict_standin: StandinServer, tmp_path: Path, clock: FakeClock
 ) -> None:
     store_entities(strict_standin, "seed", TAYLOR, bearer=STRICT_TOKEN)
-    host = await started(node_host(tmp_path, strict_standin.url, neotoma={
-        "read_auth_mode": "aauth", "cache_ttl_seconds": 0, "retry_after_seconds": 0.01}))
-    try:
+    async with running(node_host(tmp_path, strict_standin.url, neotoma={
+        "read_auth_mode": "aauth", "cache_ttl_seconds": 0, "retry_after_seconds": 0.01})) as host:
         # Not admitted: 401, so the fallback serves (and the probe said not_admitted).
         assert await host.store.count("contacts") == 0
         assert (await host.plugin_status())["neotoma"]["admission"]["outcome"] == "not_admitted"
@@ -223,8 +202,6 @@ async def test_read_auth_aauth_needs_admission_in_strict(
                 if r["path"] == "/entities/query"][-1]
         assert "signature" in last["headers"] and "authorization" not in last["headers"]
         assert "expires" not in last["headers"]["signature-input"]
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import HAVE_AAUTH, FakeClock, node_host
+from conftest import HAVE_AAUTH, FakeClock, node_host, running, started
 from darkmesh_neotoma.writeback import (
     classify,
     idempotency_key,
@@ -124,12 +124,6 @@ def same_signer_options() -> dict[str, Any]:
     return {"test_signer": TestSigner(sub="darkmesh-node@node_a")}
 
 
-async def started(host: Host) -> Host:
-    host.prepare()
-    await host.start()
-    return host
-
-
 async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -142,8 +136,7 @@ async def wait_for(predicate: Any, timeout: float = 10.0) -> None:
 async def test_signed_write_with_spec_fields_and_consenting_twice_writes_once(
     standin: StandinServer, tmp_path: Path, clock: FakeClock
 ) -> None:
-    host = await started(node_host(tmp_path, standin.url, node_id="node_a"))
-    try:
+    async with running(node_host(tmp_path, standin.url, node_id="node_a")) as host:
         grant_writer(standin, host, clock)
         await host.events.emit(INTRO_REVEALED, REQUESTER)
         await host.events.emit(INTRO_REVEALED, REQUESTER)
@@ -158,30 +151,24 @@ async def test_signed_write_with_spec_fields_and_consenting_twice_writes_once(
             "warm_intro_reveal:node_a:3f9c2a1b:7e1d0c9a4b:requester")
         assert snapshot["approved"] is True and len(entity.observations) == 1
         assert (await host.plugin_status())["neotoma"]["writeback"]["written"] == 1
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
 async def test_both_sides_on_one_neotoma_stay_two_records(
     standin: StandinServer, tmp_path: Path, clock: FakeClock
 ) -> None:
-    host = await started(node_host(tmp_path, standin.url, node_id="node_b"))
-    try:
+    async with running(node_host(tmp_path, standin.url, node_id="node_b")) as host:
         grant_writer(standin, host, clock)
         await host.events.emit(INTRO_REVEALED, responder_event("aaaa1111"))
         await host.events.emit(INTRO_REVEALED, responder_event("bbbb2222"))
         assert len(reveals(standin)) == 2  # canonical_name keeps them apart
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
 async def test_outage_keeps_the_record_and_retries_the_identical_body(
     standin: StandinServer, tmp_path: Path, clock: FakeClock
 ) -> None:
-    host = await started(node_host(tmp_path, standin.url, node_id="node_a"))
-    try:
+    async with running(node_host(tmp_path, standin.url, node_id="node_a")) as host:
         grant_writer(standin, host, clock)
         standin.neotoma.fail_with = 503
         await host.events.emit(INTRO_REVEALED, REQUESTER)
@@ -193,8 +180,6 @@ async def test_outage_keeps_the_record_and_retries_the_identical_body(
         bodies = {r["body"] for r in store_requests(standin)}
         assert bodies == {reveal_body(REQUESTER)}
         await wait_for(lambda: host.store.runtime.writeback.outbox.depth() == 0)  # type: ignore[attr-defined]
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
@@ -223,8 +208,7 @@ async def test_capability_denial_is_parked_not_retried(
     standin: StandinServer, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="darkmesh.neotoma")
-    host = await started(node_host(tmp_path, standin.url, node_id="node_a"))
-    try:
+    async with running(node_host(tmp_path, standin.url, node_id="node_a")) as host:
         grant_writer(standin, host, clock, capabilities=[{"op": "retrieve",
                                                           "entity_types": ["contact"]}])
         await host.events.emit(INTRO_REVEALED, REQUESTER)
@@ -234,8 +218,6 @@ async def test_capability_denial_is_parked_not_retried(
         assert status["outbox_depth"] == 0 and status["parked"] == 1
         assert any("capability_denied" in r.message and "grants provision" in r.message
                    for r in caplog.records)
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
@@ -243,13 +225,10 @@ async def test_unadmitted_signer_is_not_admitted(
     standin: StandinServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="darkmesh.neotoma")
-    host = await started(node_host(tmp_path, standin.url, node_id="node_a"))
-    try:
+    async with running(node_host(tmp_path, standin.url, node_id="node_a")) as host:
         await host.events.emit(INTRO_REVEALED, REQUESTER)
         assert len(store_requests(standin)) == 1 and reveals(standin) == []
         assert any("not_admitted" in r.message for r in caplog.records)
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
@@ -257,8 +236,7 @@ async def test_responder_collision_is_a_conflict_not_retried(
     standin: StandinServer, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="darkmesh.neotoma")
-    host = await started(node_host(tmp_path, standin.url, node_id="node_b"))
-    try:
+    async with running(node_host(tmp_path, standin.url, node_id="node_b")) as host:
         grant_writer(standin, host, clock)
         await host.events.emit(INTRO_REVEALED, RESPONDER)
         other_requester = RESPONDER.model_copy(update={"requester_node_id": "node_c"})
@@ -272,8 +250,6 @@ async def test_responder_collision_is_a_conflict_not_retried(
         assert len(store_requests(standin)) == 2
         assert any("other content" in r.message for r in caplog.records)
         assert (await host.plugin_status())["neotoma"]["writeback"]["outbox_depth"] == 0
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio
@@ -281,16 +257,13 @@ async def test_without_a_signer_writeback_is_off_with_one_log_line(
     standin: StandinServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="darkmesh.neotoma")
-    host = await started(node_host(tmp_path, standin.url, signer=None))
-    try:
+    async with running(node_host(tmp_path, standin.url, signer=None)) as host:
         await host.events.emit(INTRO_REVEALED, REQUESTER)
         await host.events.emit(INTRO_REVEALED, RESPONDER)
         assert store_requests(standin) == []
         lines = [r.message for r in caplog.records if "writeback is off" in r.message]
         assert len(lines) == 1 and "no signer" in lines[0]
         assert (await host.plugin_status())["neotoma"]["writeback"]["enabled"] is False
-    finally:
-        await host.stop()
 
 
 @pytest.mark.asyncio

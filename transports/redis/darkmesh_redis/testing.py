@@ -14,8 +14,13 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from darkmesh_redis.backend import RedisRelayBackend
 
 INSTALL_HINT = (
     "redis-server is not installed; the darkmesh-redis tests need a real Redis. "
@@ -144,6 +149,20 @@ def make_settings(url: str, prefix: str | None = None, **overrides: Any) -> Any:
     }
     values.update(overrides)
     return RedisSettings(**values)
+
+
+@asynccontextmanager
+async def started_backend(settings: Any) -> AsyncIterator[RedisRelayBackend]:
+    """A started :class:`~darkmesh_redis.backend.RedisRelayBackend` on ``settings``,
+    closed after the block however it ends."""
+    from darkmesh_redis.backend import RedisRelayBackend
+
+    backend = RedisRelayBackend(settings)
+    await backend.start()
+    try:
+        yield backend
+    finally:
+        await backend.close()
 
 
 def settings_env(settings: Any) -> dict[str, str]:

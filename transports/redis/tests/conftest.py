@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from darkmesh_redis import testing as redis_server
 from darkmesh_redis.backend import RedisRelayBackend
-from darkmesh_redis.testing import make_settings
+from darkmesh_redis.testing import make_settings, started_backend
 
 
 @pytest.fixture(scope="session")
@@ -56,10 +56,6 @@ def settings_factory(shared_redis_url: str) -> Any:
 @pytest_asyncio.fixture
 async def redis_backend(settings_factory: Any) -> AsyncIterator[RedisRelayBackend]:
     """A started backend on a fresh key prefix of the shared Redis."""
-    backend = RedisRelayBackend(settings_factory())
-    await backend.start()
-    try:
+    async with started_backend(settings_factory()) as backend:
         yield backend
-    finally:
-        await backend.close()
 

@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as redis_asyncio
 from darkmesh_redis.backend import RedisRelayBackend
+from darkmesh_redis.testing import started_backend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,12 +40,8 @@ async def raw(shared_redis_url: str) -> AsyncIterator[redis_asyncio.Redis]:
 @pytest_asyncio.fixture
 async def twin(redis_backend: RedisRelayBackend) -> AsyncIterator[RedisRelayBackend]:
     """A second backend on the same data: another relay process, as far as Redis sees."""
-    other = RedisRelayBackend(redis_backend.settings)
-    await other.start()
-    try:
+    async with started_backend(redis_backend.settings) as other:
         yield other
-    finally:
-        await other.close()
 
 
 async def prefixed_keys(raw: redis_asyncio.Redis, backend: RedisRelayBackend) -> set[str]:
@@ -138,26 +135,20 @@ async def test_expired_posts_leave_nothing_behind(
 async def test_the_janitor_purges_without_any_request(
     settings_factory: Any, raw: redis_asyncio.Redis
 ) -> None:
-    backend = RedisRelayBackend(settings_factory(purge_interval_seconds=0.1))
-    await backend.start()
-    try:
+    async with started_backend(settings_factory(purge_interval_seconds=0.1)) as backend:
         await backend.publish(post(), time.time() + 0.2)
         deadline = time.monotonic() + 5
         while await raw.xlen(backend.keys.posts) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert await raw.xlen(backend.keys.posts) == 0
         assert await raw.hlen(backend.keys.post_bodies) == 0
-    finally:
-        await backend.close()
 
 
 @pytest.mark.asyncio
 async def test_posts_stream_is_capped_oldest_first(
     settings_factory: Any, raw: redis_asyncio.Redis
 ) -> None:
-    backend = RedisRelayBackend(settings_factory(posts_max_len=10))
-    await backend.start()
-    try:
+    async with started_backend(settings_factory(posts_max_len=10)) as backend:
         for i in range(25):
             await backend.publish(post(request_id=f"r{i}"), time.time() + 60)
         k = backend.keys
@@ -167,8 +158,6 @@ async def test_posts_stream_is_capped_oldest_first(
         result = await backend.pull("node_b", [V1], 0, 100, 0, time.time())
         assert [p["seq"] for p in result.posts] == list(range(16, 26))
         assert (await backend.publish(post(), time.time() + 60))["seq"] == 26
-    finally:
-        await backend.close()
 
 
 @pytest.mark.asyncio
@@ -204,9 +193,7 @@ async def test_unacked_mail_past_retention_is_dropped(
 
 @pytest.mark.asyncio
 async def test_a_full_mailbox_refuses_with_429(settings_factory: Any) -> None:
-    backend = RedisRelayBackend(settings_factory(mailbox_max_len=10))
-    await backend.start()
-    try:
+    async with started_backend(settings_factory(mailbox_max_len=10)) as backend:
         for i in range(10):
             await backend.mailbox_send("node_b", "node_a", False, f"r{i}", "AA==", time.time())
         with pytest.raises(HTTPProblem) as info:
@@ -216,8 +203,6 @@ async def test_a_full_mailbox_refuses_with_429(settings_factory: Any) -> None:
         first = (await backend.mailbox_pull("node_b", 1, 0))[0]
         await backend.mailbox_ack("node_b", [first.id])
         await backend.mailbox_send("node_b", "node_a", False, "r-after", "AA==", time.time())
-    finally:
-        await backend.close()
 
 
 @pytest.mark.asyncio

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 from darkmesh_redis import testing as redis_server
 from darkmesh_redis.backend import RedisRelayBackend
-from darkmesh_redis.testing import RELAY_KEY, make_relay_host, make_settings
+from darkmesh_redis.testing import RELAY_KEY, make_relay_host, make_settings, started_backend
 
 from sdl_core import RelayUnavailable, StartupError
 from sdl_core.relay import create_relay_app
@@ -168,14 +168,10 @@ async def test_frozen_redis_times_out_with_503_instead_of_hanging(
 
 @pytest.mark.asyncio
 async def test_backend_errors_are_relay_unavailable(own_redis: Any) -> None:
-    backend = RedisRelayBackend(make_settings(own_redis.url))
-    await backend.start()
-    try:
+    async with started_backend(make_settings(own_redis.url)) as backend:
         own_redis.kill()
         for call in (backend.epoch(), backend.remember_once("k", 5),
                      backend.mailbox_ack("n", ["1-0"]), backend.list_nodes()):
             with pytest.raises(RelayUnavailable, match="unreachable"):
                 await call
         assert backend.status()["url"] == own_redis.url
-    finally:
-        await backend.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from darkmesh_redis.backend import RedisRelayBackend
-from darkmesh_redis.testing import make_settings
+from darkmesh_redis.testing import make_settings, started_backend
 
 from sdl_core import NodeRecord
 
@@ -27,9 +27,7 @@ def post(i: int) -> dict[str, Any]:
 async def test_no_acknowledged_write_is_lost_across_a_redis_restart(own_redis: Any,
                                                                     how: str) -> None:
     settings = make_settings(own_redis.url)
-    backend = RedisRelayBackend(settings)
-    await backend.start()
-    try:
+    async with started_backend(settings) as backend:
         epoch = await backend.epoch()
         stored = [await backend.publish(post(i), time.time() + 300) for i in range(50)]
         record = NodeRecord(node_id="node_b", url="http://b", capabilities=(V1,),
@@ -52,27 +50,18 @@ async def test_no_acknowledged_write_is_lost_across_a_redis_restart(own_redis: A
         assert result.posts == stored and result.epoch == epoch
         assert (await backend.publish(post(50), time.time() + 300))["seq"] == 51
         # ... and a relay process started afterwards sees the same data.
-        fresh = RedisRelayBackend(settings)
-        await fresh.start()
-        try:
+        async with started_backend(settings) as fresh:
             assert await fresh.epoch() == epoch
             assert await fresh.list_nodes() == [record]
             assert await fresh.resolve_recipient("alias-b") == "node_b"
             assert await fresh.mailbox_pull("node_b", 50, 0) == [kept]
             assert await fresh.remember_once("jti-1", 300) is False
-        finally:
-            await fresh.close()
-    finally:
-        await backend.close()
 
 
 @pytest.mark.asyncio
 async def test_flushall_gives_a_new_epoch_and_seq_restarts(own_redis: Any) -> None:
-    backend = RedisRelayBackend(make_settings(own_redis.url))
-    other = RedisRelayBackend(backend.settings)
-    await backend.start()
-    await other.start()
-    try:
+    async with started_backend(make_settings(own_redis.url)) as backend, \
+            started_backend(backend.settings) as other:
         old_epoch = await backend.epoch()
         for i in range(5):
             await backend.publish(post(i), time.time() + 300)
@@ -85,18 +74,12 @@ async def test_flushall_gives_a_new_epoch_and_seq_restarts(own_redis: Any) -> No
         assert first["seq"] == 1
         restart = await other.pull("node_c", [V1], 0, 100, 0, time.time())
         assert [p["request_id"] for p in restart.posts] == ["r9"]
-    finally:
-        await other.close()
-        await backend.close()
 
 
 @pytest.mark.asyncio
 async def test_a_waiting_pull_reports_the_new_epoch_after_data_loss(own_redis: Any) -> None:
-    backend = RedisRelayBackend(make_settings(own_redis.url))
-    other = RedisRelayBackend(backend.settings)
-    await backend.start()
-    await other.start()
-    try:
+    async with started_backend(make_settings(own_redis.url)) as backend, \
+            started_backend(backend.settings) as other:
         old_epoch = await backend.epoch()
         await backend.publish(post(0), time.time() + 300)
         waiting = asyncio.create_task(backend.pull("node_c", [V1], 1, 100, 10, time.time()))
@@ -111,9 +94,6 @@ async def test_a_waiting_pull_reports_the_new_epoch_after_data_loss(own_redis: A
         # The listener then restarts from 0 and gets the new post.
         again = await backend.pull("node_c", [V1], 0, 100, 0, time.time())
         assert [p["request_id"] for p in again.posts] == ["r1"]
-    finally:
-        await other.close()
-        await backend.close()
 
 
 @pytest.mark.asyncio

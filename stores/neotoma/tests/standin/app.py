@@ -23,7 +23,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from standin import httpsig
-from standin.entities import OBSERVATION_SOURCES, EntityStore, decode_cursor, encode_cursor
+from standin.entities import (
+    OBSERVATION_SOURCES,
+    Entity,
+    EntityStore,
+    decode_cursor,
+    encode_cursor,
+)
 from standin.errors import StandinError
 from standin.grants import GrantRegistry, allows, iso
 
@@ -386,7 +392,8 @@ class NeotomaStandin:
                              "hint": "Read entities through GET /entities or POST "
                                      "/entities/query as an admitted agent or user."})
 
-    async def entity_get(self, request: Request, body: bytes) -> Response:
+    def _single_entity(self, request: Request, body: bytes) -> Entity:
+        """The entity a single-entity read names, as the caller may see it (or a 403/404)."""
         caller = self.identify(request, body)
         entity_id = request.path_params["entity_id"]
         if caller.identity is not None:
@@ -400,24 +407,16 @@ class NeotomaStandin:
             entity = self.entities.get(self.user_of(caller), entity_id)
         if entity is None:
             raise StandinError(404, "RESOURCE_NOT_FOUND", f"Entity not found: {entity_id}")
-        return JSONResponse(entity.to_json())
+        return entity
+
+    async def entity_get(self, request: Request, body: bytes) -> Response:
+        return JSONResponse(self._single_entity(request, body).to_json())
 
     async def entity_sub(self, request: Request, body: bytes) -> Response:
         sub = request.path_params["sub"]
         if sub not in ("observations", "relationships", "html"):
             raise StandinError(404, "RESOURCE_NOT_FOUND", f"No route {request.url.path}")
-        caller = self.identify(request, body)
-        entity_id = request.path_params["entity_id"]
-        if caller.identity is not None:
-            entity = next((e for e in self.entities.entities.values()
-                           if e.entity_id == entity_id), None)
-            entity_type = entity.entity_type if entity else "contact"
-            if self.policy(entity_type) not in GUEST_READ:
-                raise self._guest_denied("retrieve", entity_type)
-        else:
-            entity = self.entities.get(self.user_of(caller), entity_id)
-        if entity is None:
-            raise StandinError(404, "RESOURCE_NOT_FOUND", f"Entity not found: {entity_id}")
+        entity = self._single_entity(request, body)
         if sub == "observations":
             return JSONResponse({"observations": [
                 {"observation_id": o.observation_id, "fields": o.fields,

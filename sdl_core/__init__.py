@@ -54,6 +54,7 @@ from sdl_core.records import (
     record_key,
 )
 from sdl_core.relay.client import RelayError
+from sdl_core.relay.waiting import Deadline
 from sdl_core.settings import DarkmeshSettings, NodeSettings, RelaySettings
 from sdl_core.specs import (
     OPERATOR_SESSION,
@@ -87,6 +88,7 @@ __all__ = [
     "ConnectorSpec",
     "DarkmeshError",
     "DarkmeshSettings",
+    "Deadline",
     "EventBus",
     "HTTPProblem",
     "Host",

@@ -54,7 +54,11 @@ class ChangeNotifier:
 
 
 class Deadline:
-    """Remaining time of one long-poll, measured on the monotonic clock."""
+    """Remaining time of one long-poll, measured on the monotonic clock.
+
+    Part of the public API for relay-backend authors: ``remaining()`` bounds each wait,
+    ``elapsed()`` advances the ``now`` a backend judges expiry by.
+    """
 
     def __init__(self, seconds: float) -> None:
         self._end = time.monotonic() + max(0.0, seconds)

@@ -22,6 +22,7 @@ EXPECTED = [
     "ConnectorSpec",
     "DarkmeshError",
     "DarkmeshSettings",
+    "Deadline",
     "EventBus",
     "HTTPProblem",
     "Host",

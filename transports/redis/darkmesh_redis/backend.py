@@ -32,6 +32,7 @@ from darkmesh_redis.keys import Keys
 from darkmesh_redis.settings import RedisSettings
 from darkmesh_redis.watcher import BLOCK_SLICE_SECONDS, EventWatcher, Signals
 from sdl_core import (
+    Deadline,
     HTTPProblem,
     JSONObject,
     MailboxMessage,
@@ -69,18 +70,6 @@ def _valid_message_id(message_id: str) -> bool:
         return False
     ms, _, n = message_id.partition("-")
     return int(ms) < 2**64 and int(n) < 2**64
-
-
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
-        self._start = time.monotonic()
-        self._end = self._start + max(0.0, seconds)
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - time.monotonic())
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self._start
 
 
 class RedisRelayBackend:
@@ -351,7 +340,7 @@ class RedisRelayBackend:
         now: float,
     ) -> PullResult:
         caps = sorted(set(capabilities))
-        deadline = _Deadline(wait)
+        deadline = Deadline(wait)
         first_epoch: str | None = None
         given_cursor = cursor
         while True:
@@ -454,7 +443,7 @@ class RedisRelayBackend:
         ]
 
     async def mailbox_pull(self, node_id: str, limit: int, wait: float) -> list[MailboxMessage]:
-        deadline = _Deadline(wait)
+        deadline = Deadline(wait)
         with self._signals.mailbox(node_id) as signal:
             while True:
                 version = signal.version

@@ -57,8 +57,11 @@ class Signal:
         if self.version != since:
             return True
         if timeout > 0:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the wake-up (the core's ChangeNotifier avoids it the same way).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._event.wait()
         return self.version != since
 
 

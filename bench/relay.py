@@ -215,6 +215,9 @@ async def round_trips(urls: list[str], backend: str, concurrency: int,
     return result
 
 
+WAKE_TARGET_MS = 100.0
+
+
 async def wake_latency(urls: list[str], backend: str, rounds: int = 10) -> dict[str, Any]:
     """Publish-to-return time of a parked long-poll, the publish made by a second client;
     the long-poll is parked on the last relay process and the publish goes through the
@@ -240,6 +243,9 @@ async def wake_latency(urls: list[str], backend: str, rounds: int = 10) -> dict[
     result["latency_ms"]["max"] = round(max(latencies) * 1000, 3)
     result["latency_ms"]["mean"] = round(statistics.mean(latencies) * 1000, 3)
     result["relay_processes"] = len(urls)
+    # The issues' figure for a parked long-poll: back within 100 ms of the publish.
+    result["target_ms"] = WAKE_TARGET_MS
+    result["meets_target"] = result["latency_ms"]["p50"] < WAKE_TARGET_MS
     del result["per_second"]
     return result
 

@@ -429,12 +429,12 @@ async def test_long_poll_over_http_returns_on_publish(client: httpx.AsyncClient)
         return stamp
 
     task = asyncio.create_task(publish_later())
-    data = check(await post(client, "posts/pull", {"node_id": "node_b", "wait": 5}),
+    data = check(await post(client, "posts/pull", {"node_id": "node_b", "wait": 20}),
                  m.PullResponse)
     returned = time.monotonic()
     published = await task
     assert len(data["posts"]) == 1
-    assert returned - published < 0.5  # in-process; the e2e test holds the 100 ms bound
+    assert returned - published < 5  # woken by the publish, not by its 20 s wait
 
 
 # ----------------------------------------------------------------------- mailboxes
@@ -529,11 +529,11 @@ async def test_mailbox_long_poll_over_http(client: httpx.AsyncClient) -> None:
 
     task = asyncio.create_task(send_later())
     started = time.monotonic()
-    pulled = check(await post(client, "mailbox/pull", {"node_id": "node_b", "wait": 5}),
+    pulled = check(await post(client, "mailbox/pull", {"node_id": "node_b", "wait": 20}),
                    m.MailboxPullResponse)
     await task
     assert len(pulled["messages"]) == 1
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5  # woken by the message, not by its 20 s wait
 
 
 # ---------------------------------------------------------------- signed callers

@@ -24,10 +24,14 @@ TAYLOR = {"name": "Taylor BD", "email": "taylor@companyx.com", "org": "Company X
           "role": "Business Development"}
 
 
+#: The requester's collection window; a discovery back far sooner was not waited out.
+WINDOW = 20.0
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     with LocalCluster() as cluster:
-        yield cluster.start_demo(SELF_IDS, warm_intro={"response_wait_seconds": 5.0})
+        yield cluster.start_demo(SELF_IDS, warm_intro={"response_wait_seconds": WINDOW})
 
 
 def post(cluster: LocalCluster, node_id: str, path: str, body: Any = None) -> httpx.Response:
@@ -52,7 +56,7 @@ def test_discovery_returns_early_with_one_candidate(cluster: LocalCluster) -> No
     assert [c["score"] for c in answer["candidates"]] == [0.904]
     assert answer["candidates"][0]["requires_consent"] is True
     assert "node_b" not in response.text and "@" not in response.text
-    assert elapsed < 4.0  # well before the 5 s deadline: it returned when all had answered
+    assert elapsed < WINDOW / 2  # it returned when all had answered, not at the deadline
 
 
 def test_thresholds_matching_and_empty_target(cluster: LocalCluster) -> None:

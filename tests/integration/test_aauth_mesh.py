@@ -40,7 +40,7 @@ async def registered(mesh: InProcessMesh, count: int) -> bool:
 @pytest.mark.asyncio
 async def test_v2_intro_with_aauth_everywhere_and_no_shared_key(tmp_path: Path) -> None:
     plan = plan_mesh(tmp_path, ALL_AAUTH)
-    async with build_mesh(plan) as mesh:
+    async with build_mesh(plan, response_wait_seconds=20.0) as mesh:
         # Nothing in any settings object holds a shared key.
         assert mesh.relay is not None
         assert mesh.relay.settings.key.get_secret_value() == ""
@@ -64,7 +64,7 @@ async def test_v2_intro_with_aauth_everywhere_and_no_shared_key(tmp_path: Path) 
             answer = response.json()
             # Both other nodes answered through their signed mailboxes, before the deadline.
             assert (answer["live_nodes"], answer["answered"]) == (2, 2)
-            assert time.perf_counter() - started < 4.0
+            assert time.perf_counter() - started < 10  # not the 20 s window
             (candidate,) = answer["candidates"]
             assert candidate["score"] == 0.904
             consent = {"request_id": answer["request_id"], "consent_id": candidate["consent_id"]}

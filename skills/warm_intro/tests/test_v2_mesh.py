@@ -22,7 +22,7 @@ BASE = {"target": {"company": "Company X", "role": "Business Development"}}
 async def test_v2_flow_through_the_real_relay_and_listeners() -> None:
     overrides = {n: {"self_identifiers": [me]} for n, me in SELF_IDS.items()}
     async with InProcessMesh(list(SELF_IDS), plugins=[plugin], node_overrides=overrides,
-                             tables={"warm_intro": {"response_wait_seconds": 5.0}}) as mesh:
+                             tables={"warm_intro": {"response_wait_seconds": 20.0}}) as mesh:
         for node_id in SELF_IDS:
             async with mesh.client(node_id) as http:
                 for dataset in ("contacts", "interactions"):
@@ -38,7 +38,7 @@ async def test_v2_flow_through_the_real_relay_and_listeners() -> None:
         async with mesh.client("node_a", timeout=30) as a, mesh.client("node_b") as b:
             started = time.perf_counter()
             answer = (await a.post(f"{SKILL}/request", json=BASE)).json()
-            assert time.perf_counter() - started < 4.0  # all live nodes answered: no deadline
+            assert time.perf_counter() - started < 10  # all live nodes answered: not the 20 s
             assert answer["live_nodes"] == 2 and answer["answered"] == 2
             (candidate,) = answer["candidates"]
             assert candidate["score"] == 0.904

@@ -294,7 +294,7 @@ async def test_a_hanging_neotoma_never_delays_the_reveal_beyond_the_budget(
         began = time.monotonic()
         await host.events.emit(INTRO_REVEALED, REQUESTER)
         elapsed = time.monotonic() - began
-        assert elapsed < 1.5
+        assert elapsed < 5  # the 0.5 s event budget, not the 10 s writeback timeout
         assert (await host.plugin_status())["neotoma"]["writeback"]["outbox_depth"] == 1
     finally:
         await host.stop()

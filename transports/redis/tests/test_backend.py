@@ -79,11 +79,11 @@ async def test_long_poll_in_one_relay_wakes_on_a_publish_in_the_other(
         await redis_backend.publish(post(), time.time() + 60)
 
     task = asyncio.create_task(publish_later())
-    result = await twin.pull("node_b", [V1], 0, 20, 10, time.time())
+    result = await twin.pull("node_b", [V1], 0, 20, 20, time.time())
     woke_after = time.monotonic() - published_at[0]
     await task
     assert [p["seq"] for p in result.posts] == [1]
-    assert woke_after < 0.1
+    assert woke_after < 5  # woken by the publish, not by its 20 s wait running out
 
 
 @pytest.mark.asyncio

@@ -1,12 +1,14 @@
 """A real relay process (Hypercorn on 127.0.0.1): long-poll wake-up, durability, SIGTERM.
 
-The wake-up *latency* (the issue's 100 ms figure) is measured by ``bench/relay.py``; these
-tests pin the behaviour: a parked pull returns because of the publish, not its wait.
+Every parked pull must return because of the publish, never because its wait ran out; the
+issue's 100 ms figure is held by the median of the measured rounds (one slow round on a
+busy machine is not a wake-up failure). ``bench/relay.py`` reports the full distribution.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,9 @@ pytestmark = pytest.mark.e2e
 #: How long each parked pull may wait; returning far sooner means the publish woke it.
 PULL_WAIT_SECONDS = 20
 WOKEN_WELL_BEFORE_THE_WAIT = PULL_WAIT_SECONDS / 4
+#: The issue's figure: a parked long-poll returns within 100 ms of a publish.
+WAKE_BOUND_SECONDS = 0.1
+MEASURED_ROUNDS = 7
 
 
 def v1_post(key: str, request_id: str) -> dict[str, Any]:
@@ -51,20 +56,24 @@ async def one_round(relay: RelayProcess, puller: httpx.AsyncClient,
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "memory"])
-def test_a_parked_long_poll_is_woken_by_each_publish(tmp_path: Path, backend: str) -> None:
+def test_long_poll_returns_within_100ms_of_a_publish(tmp_path: Path, backend: str) -> None:
     async def scenario(relay: RelayProcess) -> list[float]:
         async with httpx.AsyncClient(base_url=relay.url, timeout=60) as puller, \
                 httpx.AsyncClient(base_url=relay.url, timeout=30) as publisher:
-            cursor, latencies = 0, []
-            for index in range(5):
+            # Round 0 opens both connections and warms the relay's first-call paths.
+            _, cursor = await one_round(relay, puller, publisher, 0, 0)
+            latencies = []
+            for index in range(1, MEASURED_ROUNDS + 1):
                 latency, cursor = await one_round(relay, puller, publisher, cursor, index)
                 latencies.append(latency)
             return latencies
 
     with RelayProcess(backend=backend, data_dir=tmp_path) as relay:
         latencies = asyncio.run(scenario(relay))
-    # Each pull returned with exactly the new post, long before its own wait ran out.
+    # Each pull returned with exactly the new post, long before its own wait ran out ...
     assert max(latencies) < WOKEN_WELL_BEFORE_THE_WAIT, latencies
+    # ... and typically within the issue's bound (publish round trip included).
+    assert statistics.median(latencies) < WAKE_BOUND_SECONDS, latencies
 
 
 def test_sqlite_relay_keeps_posts_seq_and_epoch_across_a_restart(tmp_path: Path) -> None:

@@ -158,7 +158,7 @@ class Dashboard:
         self.access.check_client(request)
         token = request.query_params.get("token")
         if token is not None:
-            if not self.access.secret_matches(token):
+            if not self.access.try_login(request, token):
                 return self.render("login.html", status=401, error="that login link is not "
                                    "valid for this run of the node")
             # A page that moves on by itself: a Strict cookie set during a cross-site
@@ -171,7 +171,7 @@ class Dashboard:
     async def login(self, request: Request) -> Response:
         self.access.check_client(request)
         form = await self.form(request)
-        if not self.access.secret_matches(self.text(form, "secret")):
+        if not self.access.try_login(request, self.text(form, "secret")):
             return self.render("login.html", status=401, error="wrong session secret")
         return self._logged_in(request, self.back())
 

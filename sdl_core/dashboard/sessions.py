@@ -11,6 +11,10 @@
 * **Loopback.** With ``dashboard_loopback_only`` (default), a client whose address is not
   loopback gets 403, unless the operator configured ``dashboard_secret`` (remote access
   is then a deliberate choice and still needs the secret).
+* **Guessing.** A configured secret may be weak, so failed logins are counted per client
+  address: past ``MAX_FAILED_LOGINS`` within ``FAILED_LOGIN_WINDOW_SECONDS`` that address
+  gets 429 with ``Retry-After`` (even for the right secret) until its oldest failure ages
+  out. The table of addresses is bounded.
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ CSRF_FIELD = "csrf_token"
 MAX_SESSIONS = 64
 #: Flash messages kept per session (older ones are dropped).
 MAX_NOTICES = 5
+#: Failed logins one client address may make per window before it is refused with 429.
+MAX_FAILED_LOGINS = 10
+FAILED_LOGIN_WINDOW_SECONDS = 300.0
+#: Client addresses whose failures are remembered; the least recent is forgotten beyond.
+MAX_TRACKED_CLIENTS = 1024
 
 
 @dataclass
@@ -57,6 +66,61 @@ class OperatorSession:
     def take_notices(self) -> list[tuple[str, str]]:
         notices, self.notices = self.notices, []
         return notices
+
+
+class LoginThrottle:
+    """Failed-login timestamps per client address, bounded in addresses and per address."""
+
+    def __init__(
+        self,
+        *,
+        max_failures: int = MAX_FAILED_LOGINS,
+        window_seconds: float = FAILED_LOGIN_WINDOW_SECONDS,
+        max_clients: int = MAX_TRACKED_CLIENTS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_failures = max_failures
+        self.window_seconds = window_seconds
+        self.max_clients = max_clients
+        self._clock = clock
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()
+
+    def _recent(self, client: str) -> list[float]:
+        horizon = self._clock() - self.window_seconds
+        recent = [t for t in self._failures.get(client, []) if t > horizon]
+        if recent:
+            self._failures[client] = recent
+        else:
+            self._failures.pop(client, None)
+        return recent
+
+    def check(self, client: str) -> None:
+        """429 with ``Retry-After`` while ``client`` has used up its failures."""
+        recent = self._recent(client)
+        if len(recent) < self.max_failures:
+            return
+        retry_after = max(1, int(recent[0] + self.window_seconds - self._clock()) + 1)
+        raise HTTPProblem(
+            429, f"too many failed dashboard logins from this address; try again in "
+            f"{retry_after} s", reason="dashboard_login_throttled",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    def failed(self, client: str) -> None:
+        recent = self._recent(client)
+        self._failures[client] = [*recent, self._clock()][-self.max_failures:]
+        self._failures.move_to_end(client)
+        while len(self._failures) > self.max_clients:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, client: str) -> None:
+        self._failures.pop(client, None)
+
+
+def client_address(request: Request) -> str:
+    """The TCP peer's address as the ASGI scope gives it ("" when there is none)."""
+    client = request.scope.get("client")
+    return str(client[0]) if client else ""
 
 
 def is_loopback_client(request: Request) -> bool:
@@ -89,6 +153,7 @@ class DashboardAccess:
         self.listen_url = listen_url.rstrip("/")
         self._clock = clock
         self._sessions: OrderedDict[str, OperatorSession] = OrderedDict()
+        self.throttle = LoginThrottle(clock=clock)
 
     @classmethod
     def for_settings(cls, settings: NodeSettings) -> DashboardAccess:
@@ -126,6 +191,20 @@ class DashboardAccess:
 
     def secret_matches(self, candidate: str) -> bool:
         return hmac.compare_digest(candidate.encode("utf-8"), self.secret.encode("utf-8"))
+
+    def try_login(self, request: Request, candidate: str) -> bool:
+        """Check ``candidate`` against the secret, counting failures per client address.
+
+        :raises HTTPProblem: 429 while the address is throttled (checked before the secret,
+            so a throttled guesser learns nothing).
+        """
+        client = client_address(request)
+        self.throttle.check(client)
+        if self.secret_matches(candidate):
+            self.throttle.succeeded(client)
+            return True
+        self.throttle.failed(client)
+        return False
 
     # ---------------------------------------------------------------- sessions
 
@@ -181,6 +260,8 @@ __all__ = [
     "CSRF_FIELD",
     "UI_PREFIX",
     "DashboardAccess",
+    "LoginThrottle",
     "OperatorSession",
+    "client_address",
     "is_loopback_client",
 ]

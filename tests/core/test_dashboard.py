@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 
 from sdl_core import DarkmeshSettings, HTTPProblem, RouteSpec, SkillSpec, hookimpl
 from sdl_core.dashboard import DashboardAccess
-from sdl_core.dashboard.sessions import COOKIE_NAME
+from sdl_core.dashboard.sessions import COOKIE_NAME, MAX_FAILED_LOGINS, LoginThrottle
 from sdl_core.node_app import create_node_app
 from sdl_core.testing.host import TEST_NODE_KEY, make_host, running_node_app
 
@@ -245,6 +245,53 @@ def test_sessions_expire_and_are_bounded() -> None:
     assert access.session_of(Request(scope)) is None
     opened = [access.open_session() for _ in range(100)]
     assert len(access._sessions) == 64 and opened[-1].session_id in access._sessions
+
+
+@pytest.mark.asyncio
+async def test_repeated_failed_logins_from_one_address_are_throttled() -> None:
+    host = make_host(node_id="node_a", dashboard_secret="weak-but-configured")
+    app = create_node_app(host)
+    async with await _client(app, "203.0.113.7") as guesser, \
+            await _client(app, "198.51.100.4") as operator:
+        for attempt in range(MAX_FAILED_LOGINS):
+            wrong = await guesser.post(f"{UI}/login", data={"secret": f"guess-{attempt}"})
+            assert wrong.status_code == 401
+        # Throttled now, on both login routes and even with the right secret.
+        for answer in (await guesser.post(f"{UI}/login", data={"secret": "weak-but-configured"}),
+                       await guesser.get(f"{UI}/login", params={"token": "guess"})):
+            assert answer.status_code == 429
+            assert answer.json()["reason"] == "dashboard_login_throttled"
+            assert 1 <= int(answer.headers["Retry-After"]) <= 301
+        # Another address is unaffected and logs in.
+        login = await operator.post(f"{UI}/login", data={"secret": "weak-but-configured"})
+        assert login.status_code == 303
+    await host.stop()
+
+
+def test_login_throttle_ages_out_resets_on_success_and_stays_bounded() -> None:
+    now = [1000.0]
+    throttle = LoginThrottle(max_failures=3, window_seconds=60, max_clients=5,
+                             clock=lambda: now[0])
+    for _ in range(3):
+        throttle.failed("a")
+        now[0] += 1
+    with pytest.raises(HTTPProblem) as refused:
+        throttle.check("a")
+    assert refused.value.status == 429
+    assert refused.value.headers["Retry-After"] == "58"  # oldest failure at 1000, now 1003
+    now[0] = 1061  # the first failure aged out: one more try
+    throttle.check("a")
+    throttle.failed("b")
+    throttle.failed("b")
+    throttle.succeeded("b")
+    for _ in range(3):
+        throttle.check("b")  # a success forgot b's failures
+        throttle.failed("b")
+    with pytest.raises(HTTPProblem):
+        throttle.check("b")
+    for index in range(50):
+        throttle.failed(f"client-{index}")
+    assert len(throttle._failures) == 5
 
 
 # ------------------------------------------------------------------------- CSRF

@@ -18,6 +18,11 @@ Fixtures this plugin provides:
   stray ``./darkmesh.toml``);
 * ``tmp_node_settings`` — keyword overrides for :func:`make_host` /
   ``NodeSettings`` with ``data_dir`` and ``vault_key_file`` under ``tmp_path``.
+
+It also registers the Hypothesis profile ``darkmesh`` (opt in with
+``--hypothesis-profile=darkmesh``, as this repository's own suites do): no per-example
+``deadline`` and no ``too_slow`` health check. Both measure the machine rather than the
+code and trip at random on a busy CI runner; speed belongs in benchmarks.
 """
 
 from __future__ import annotations
@@ -30,6 +35,21 @@ from typing import Any
 import pytest
 
 _ENV_PREFIXES = ("DARKMESH_", "NEOTOMA_")
+HYPOTHESIS_PROFILE = "darkmesh"
+
+
+def _register_hypothesis_profile() -> None:
+    try:
+        from hypothesis import HealthCheck, settings
+    except ImportError:  # the kit works without Hypothesis; only its profile is missing
+        return
+    settings.register_profile(
+        HYPOTHESIS_PROFILE, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+        print_blob=True,
+    )
+
+
+_register_hypothesis_profile()
 
 
 @pytest.fixture

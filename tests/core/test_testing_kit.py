@@ -335,3 +335,15 @@ def test_signer_contract_catches_a_signer_that_leaves_the_query_uncovered() -> N
 
 def test_node_key_constant_is_what_make_host_configures() -> None:
     assert make_host().settings.node_key.get_secret_value() == TEST_NODE_KEY
+
+
+def test_the_kit_registers_the_hypothesis_profile_these_suites_load() -> None:
+    from hypothesis import HealthCheck, settings
+
+    from sdl_core.testing import HYPOTHESIS_PROFILE
+
+    profile = settings.get_profile(HYPOTHESIS_PROFILE)
+    assert profile.deadline is None
+    assert HealthCheck.too_slow in profile.suppress_health_check
+    # pyproject's addopts pass --hypothesis-profile=darkmesh: it is the one in force here.
+    assert settings.default.deadline is None

@@ -54,7 +54,7 @@ from sdl_core.records import (
     record_key,
 )
 from sdl_core.relay.client import RelayError
-from sdl_core.relay.waiting import Deadline
+from sdl_core.relay.waiting import Versioned, long_poll
 from sdl_core.settings import DarkmeshSettings, NodeSettings, RelaySettings
 from sdl_core.specs import (
     OPERATOR_SESSION,
@@ -88,7 +88,6 @@ __all__ = [
     "ConnectorSpec",
     "DarkmeshError",
     "DarkmeshSettings",
-    "Deadline",
     "EventBus",
     "HTTPProblem",
     "Host",
@@ -128,6 +127,7 @@ __all__ = [
     "VerifiedAgent",
     "Verifier",
     "VerifierSpec",
+    "Versioned",
     "authorities_from_url",
     "bind",
     "bind_owner",
@@ -136,6 +136,7 @@ __all__ = [
     "expand_loopback",
     "hookimpl",
     "is_loopback",
+    "long_poll",
     "make_plugin_manager",
     "node_json",
     "normalise_authority",

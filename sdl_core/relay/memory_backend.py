@@ -18,7 +18,7 @@ from dataclasses import replace
 from sdl_core.protocols import JSONObject, MailboxMessage, NodeRecord, PullResult
 from sdl_core.relay.waiting import (
     ChangeNotifier,
-    Deadline,
+    long_poll,
     new_epoch,
     new_message_id,
     new_post_id,
@@ -129,17 +129,14 @@ class MemoryRelayBackend:
         now: float,
     ) -> PullResult:
         caps = frozenset(capabilities)
-        deadline = Deadline(wait)
-        while True:
-            version = self._posts_changed.version
-            out_cursor, selected = self._select(
-                node_id, caps, cursor, limit, now + deadline.elapsed()
-            )
-            if selected or deadline.remaining() <= 0:
-                return PullResult(cursor=out_cursor, posts=selected, epoch=self._epoch)
-            # Posts examined once need not be examined again on wake-up.
-            cursor = out_cursor
-            await self._posts_changed.wait_changed(version, deadline.remaining())
+
+        async def look(elapsed: float) -> PullResult:
+            nonlocal cursor
+            cursor, selected = self._select(node_id, caps, cursor, limit, now + elapsed)
+            # The advanced cursor: posts examined once are not examined again on wake-up.
+            return PullResult(cursor=cursor, posts=selected, epoch=self._epoch)
+
+        return await long_poll(self._posts_changed, wait, look, lambda r: bool(r.posts))
 
     async def count_posts(self, now: float) -> int:
         return sum(1 for post in self._posts if post["expires_at"] > now)
@@ -175,15 +172,11 @@ class MemoryRelayBackend:
         return replace(message)
 
     async def mailbox_pull(self, node_id: str, limit: int, wait: float) -> list[MailboxMessage]:
-        deadline = Deadline(wait)
-        while True:
-            version = self._mail_changed.version
+        async def look(elapsed: float) -> list[MailboxMessage]:
             box = self._mailboxes.get(node_id)
-            if box:
-                return [replace(m) for m in list(box.values())[:limit]]
-            if deadline.remaining() <= 0:
-                return []
-            await self._mail_changed.wait_changed(version, deadline.remaining())
+            return [replace(m) for m in list(box.values())[:limit]] if box else []
+
+        return await long_poll(self._mail_changed, wait, look, bool)
 
     async def mailbox_ack(self, node_id: str, ids: Sequence[str]) -> int:
         box = self._mailboxes.get(node_id)

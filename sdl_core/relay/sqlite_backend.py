@@ -26,7 +26,7 @@ from sdl_core.errors import RelayUnavailable
 from sdl_core.protocols import JSONObject, MailboxMessage, NodeRecord, PullResult
 from sdl_core.relay.waiting import (
     ChangeNotifier,
-    Deadline,
+    long_poll,
     new_epoch,
     new_message_id,
     new_post_id,
@@ -276,19 +276,17 @@ class SqliteRelayBackend:
         now: float,
     ) -> PullResult:
         caps = sorted(set(capabilities))
-        deadline = Deadline(wait)
-        while True:
-            version = self._posts_changed.version
-            out_cursor, posts = await self._run(functools.partial(
+
+        async def look(elapsed: float) -> PullResult:
+            nonlocal cursor
+            cursor, posts = await self._run(functools.partial(
                 self._select, node_id=node_id, caps=caps, cursor=cursor, limit=limit,
-                now=now + deadline.elapsed(),
+                now=now + elapsed,
             ))
-            if posts or deadline.remaining() <= 0:
-                return PullResult(cursor=out_cursor, posts=posts, epoch=self._epoch)
-            cursor = out_cursor
-            await self._posts_changed.wait_changed(
-                version, min(deadline.remaining(), CROSS_PROCESS_POLL_SECONDS)
-            )
+            return PullResult(cursor=cursor, posts=posts, epoch=self._epoch)
+
+        return await long_poll(self._posts_changed, wait, look, lambda r: bool(r.posts),
+                               recheck_seconds=CROSS_PROCESS_POLL_SECONDS)
 
     async def count_posts(self, now: float) -> int:
         row = await self._run(lambda conn: conn.execute(
@@ -326,22 +324,19 @@ class SqliteRelayBackend:
         return message
 
     async def mailbox_pull(self, node_id: str, limit: int, wait: float) -> list[MailboxMessage]:
-        deadline = Deadline(wait)
-        while True:
-            version = self._mail_changed.version
+        async def look(elapsed: float) -> list[MailboxMessage]:
             rows = await self._run(lambda conn: conn.execute(
                 "SELECT id, sender, sender_verified, request_id, payload, created_at FROM "
                 "mailbox WHERE node_id=? ORDER BY position LIMIT ?", (node_id, limit),
             ).fetchall())
-            if rows or deadline.remaining() <= 0:
-                return [
-                    MailboxMessage(id=r[0], to=node_id, sender=r[1], sender_verified=bool(r[2]),
-                                   request_id=r[3], payload=r[4], created_at=float(r[5]))
-                    for r in rows
-                ]
-            await self._mail_changed.wait_changed(
-                version, min(deadline.remaining(), CROSS_PROCESS_POLL_SECONDS)
-            )
+            return [
+                MailboxMessage(id=r[0], to=node_id, sender=r[1], sender_verified=bool(r[2]),
+                               request_id=r[3], payload=r[4], created_at=float(r[5]))
+                for r in rows
+            ]
+
+        return await long_poll(self._mail_changed, wait, look, bool,
+                               recheck_seconds=CROSS_PROCESS_POLL_SECONDS)
 
     async def mailbox_ack(self, node_id: str, ids: Sequence[str]) -> int:
         unique = sorted(set(ids))

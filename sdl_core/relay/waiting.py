@@ -1,16 +1,31 @@
-"""What the built-in relay backends share: change notification for long-polls, ids.
+"""What relay backends share: change notification and the long-poll loop, ids.
 
 A long-poll must not miss a publish that lands between "look at the store" and "start
-waiting". :class:`ChangeNotifier` solves that with a version counter: read
-``version`` *before* looking, then ``wait_changed(version, timeout)`` returns at once
-if anything changed in between.
+waiting". A version counter solves that: read ``version`` *before* looking, then
+``wait_changed(version, timeout)`` returns at once if anything changed in between.
+:class:`ChangeNotifier` is that counter for one process; :func:`long_poll` is the loop
+every backend's ``pull`` and ``mailbox_pull`` runs on top of one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Versioned(Protocol):
+    """What :func:`long_poll` waits on: a version bumped on every change."""
+
+    @property
+    def version(self) -> int: ...
+
+    async def wait_changed(self, since: int, timeout: float) -> bool: ...
 
 
 class ChangeNotifier:
@@ -69,6 +84,33 @@ class Deadline:
 
     def elapsed(self) -> float:
         return time.monotonic() - self._start
+
+
+async def long_poll(
+    changes: Versioned,
+    wait: float,
+    look: Callable[[float], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    recheck_seconds: float = math.inf,
+) -> T:
+    """Call ``look(elapsed)`` until ``done(result)`` or ``wait`` seconds have passed.
+
+    Part of the public API for relay-backend authors. ``elapsed`` is the time since the
+    long-poll began, for advancing the ``now`` a backend judges expiry by. The version of
+    ``changes`` is read before each look, so a change landing between the look and the
+    wait ends that wait at once. ``recheck_seconds`` bounds each wait, for changes this
+    process is not told about (another relay process writing the same database).
+
+    :returns: the last look's result: the one ``done`` accepted, or the one at the deadline.
+    """
+    deadline = Deadline(wait)
+    while True:
+        version = changes.version
+        result = await look(deadline.elapsed())
+        if done(result) or deadline.remaining() <= 0:
+            return result
+        await changes.wait_changed(version, min(deadline.remaining(), recheck_seconds))
 
 
 def new_post_id() -> str:

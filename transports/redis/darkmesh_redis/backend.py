@@ -32,13 +32,13 @@ from darkmesh_redis.keys import Keys
 from darkmesh_redis.settings import RedisSettings
 from darkmesh_redis.watcher import BLOCK_SLICE_SECONDS, EventWatcher, Signals
 from sdl_core import (
-    Deadline,
     HTTPProblem,
     JSONObject,
     MailboxMessage,
     NodeRecord,
     PullResult,
     RelayUnavailable,
+    long_poll,
 )
 
 log = logging.getLogger("darkmesh.redis")
@@ -340,29 +340,28 @@ class RedisRelayBackend:
         now: float,
     ) -> PullResult:
         caps = sorted(set(capabilities))
-        deadline = Deadline(wait)
         first_epoch: str | None = None
         given_cursor = cursor
-        while True:
-            version = self._signals.posts.version
-            epoch, out_cursor, posts = await self._select(
-                node_id, caps, cursor, limit, now + deadline.elapsed()
-            )
+
+        async def look(elapsed: float) -> PullResult:
+            nonlocal cursor, first_epoch
+            epoch, cursor, posts = await self._select(node_id, caps, cursor, limit, now + elapsed)
             if first_epoch is None:
                 first_epoch = epoch
             elif epoch != first_epoch:
-                # Data lost while we waited: answer at once, in the new epoch.
-                epoch, out_cursor, posts = await self._select(
-                    node_id, caps, given_cursor, limit, now + deadline.elapsed()
+                # Data lost while we waited: look again from the caller's cursor, in the
+                # new epoch (``done`` then answers at once).
+                epoch, cursor, posts = await self._select(
+                    node_id, caps, given_cursor, limit, now + elapsed
                 )
-                return PullResult(cursor=out_cursor, posts=posts, epoch=epoch)
-            if posts or deadline.remaining() <= 0:
-                return PullResult(cursor=out_cursor, posts=posts, epoch=epoch)
-            # Posts examined once need not be examined again after a wake-up.
-            cursor = out_cursor
-            await self._signals.posts.wait(
-                version, min(deadline.remaining(), self.settings.recheck_seconds)
-            )
+            # The advanced cursor: posts examined once are not examined again on wake-up.
+            return PullResult(cursor=cursor, posts=posts, epoch=epoch)
+
+        return await long_poll(
+            self._signals.posts, wait, look,
+            lambda result: bool(result.posts) or result.epoch != first_epoch,
+            recheck_seconds=self.settings.recheck_seconds,
+        )
 
     async def count_posts(self, now: float) -> int:
         expiry = self.keys.post_expiry
@@ -443,15 +442,11 @@ class RedisRelayBackend:
         ]
 
     async def mailbox_pull(self, node_id: str, limit: int, wait: float) -> list[MailboxMessage]:
-        deadline = Deadline(wait)
         with self._signals.mailbox(node_id) as signal:
-            while True:
-                version = signal.version
-                messages = await self._read_mailbox(node_id, limit)
-                if messages or deadline.remaining() <= 0:
-                    return messages
-                await signal.wait(version, min(deadline.remaining(),
-                                               self.settings.recheck_seconds))
+            return await long_poll(
+                signal, wait, lambda _elapsed: self._read_mailbox(node_id, limit), bool,
+                recheck_seconds=self.settings.recheck_seconds,
+            )
 
     async def mailbox_ack(self, node_id: str, ids: Sequence[str]) -> int:
         # Ids this backend never issues cannot name a message; Redis would reject them.

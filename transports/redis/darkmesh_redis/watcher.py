@@ -38,7 +38,12 @@ STOP_GRACE_SECONDS = 1.0
 
 
 class Signal:
-    """A version counter to wait on: ``fire`` bumps it and wakes every waiter."""
+    """A version counter to wait on: ``fire`` bumps it and wakes every waiter.
+
+    It satisfies :class:`sdl_core.relay.waiting.Versioned`, so backends long-poll on it
+    with :func:`sdl_core.long_poll`. Unlike the core's ``ChangeNotifier`` it is fired
+    synchronously, from the event watcher's task.
+    """
 
     def __init__(self) -> None:
         self.version = 0
@@ -49,7 +54,7 @@ class Signal:
         event, self._event = self._event, asyncio.Event()
         event.set()
 
-    async def wait(self, since: int, timeout: float) -> bool:
+    async def wait_changed(self, since: int, timeout: float) -> bool:
         """Wait until the version differs from ``since`` or ``timeout`` passes.
 
         :returns: True when it changed.

@@ -31,7 +31,8 @@ import click
 import httpx
 import pluggy
 
-from sdl_core.errors import DarkmeshError, StartupError
+from sdl_core.errors import DarkmeshError
+from sdl_core.operator import operator_credential
 from sdl_core.settings import NODE_ID_PATTERN, config_path, read_config_file
 
 CORE_COMMANDS = ("init", "ingest", "node", "plugins", "relay", "settings", "status")
@@ -430,21 +431,14 @@ def status(ctx: click.Context, url: str | None, timeout: float) -> None:
 
 
 async def _fetch_status(host: Any, base: str, timeout: float) -> dict[str, Any]:
-    headers: dict[str, str] = {}
-    auth: httpx.Auth | None = None
-    node_key = host.settings.node_key.get_secret_value()
-    if node_key:
-        headers["X-Darkmesh-Key"] = node_key
-    else:
-        signer = host.build_signer()
-        if signer is None or not signer.has_role("operator"):
-            raise StartupError(
-                "no operator credential: set DARKMESH_NODE_KEY ([node] node_key), or install "
-                "darkmesh-aauth and configure the operator key"
-            )
-        auth = signer.auth("operator")
-    async with httpx.AsyncClient(base_url=base, timeout=timeout, headers=headers, auth=auth,
-                                 follow_redirects=False) as client:
+    settings = host.settings
+    credential = operator_credential(
+        base_url=base, auth_mode=settings.auth_mode,
+        node_key=settings.node_key.get_secret_value(),
+        signer=host.build_signer() if settings.auth_mode != "hmac" else None,
+    )
+    async with httpx.AsyncClient(base_url=base, timeout=timeout, headers=credential.headers,
+                                 auth=credential.auth, follow_redirects=False) as client:
         try:
             health = await client.get("/darkmesh/health")
             integrations = await client.get("/darkmesh/integrations/status")

@@ -207,3 +207,14 @@ def test_dashboard_calls_skill_routes_signed_as_the_operator(served: Served) -> 
         refused = browser.get("/darkmesh/ui").text
         approvals = refused.split('id="approvals"', 1)[1].split("</section>", 1)[0]
         assert "403" in approvals and "node.approve" in approvals
+
+
+def test_status_signs_as_the_operator_on_an_aauth_node(served: Served) -> None:
+    # A node_key left in the environment does not count in aauth mode: status signs.
+    write_trust_file(served.trust, [served.operator])
+    result = CliRunner().invoke(main, ["--config", str(served.config), "status"],
+                                env={**ENV, "DARKMESH_NODE_KEY": "left-over-shared-key"})
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["health"]["node_id"] == NODE_ID
+    assert "integrations" in status

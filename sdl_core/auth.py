@@ -78,7 +78,8 @@ RELAY_HEADER_RULE = SharedKeyRule(location="header", status=403, detail="invalid
 RELAY_EITHER_RULE = SharedKeyRule(location="either", status=403, detail="invalid relay_key")
 
 
-def _is_peer_route(route: RouteSpec) -> bool:
+def is_peer_route(route: RouteSpec) -> bool:
+    """Whether ``route`` is called by peers (peer key in hmac mode) rather than the operator."""
     return route.peer_route or route.capability in PEER_CAPABILITIES
 
 
@@ -87,7 +88,7 @@ def shared_secret(runtime: Runtime, route: RouteSpec) -> str:
     settings: Any = runtime.settings  # type: ignore[attr-defined]
     if runtime.role == "relay":
         return str(settings.key.get_secret_value())
-    if _is_peer_route(route):
+    if is_peer_route(route):
         return str(settings.peer_key.get_secret_value())
     return str(settings.node_key.get_secret_value())
 
@@ -206,7 +207,7 @@ async def authenticate(
         return identity
     identity = _check_shared_key(runtime, route, request, body)
     runtime.metrics.auth_accepted.labels(scheme="shared-key").inc()
-    kind = "peer-key" if runtime.role == "node" and _is_peer_route(route) else "key"
+    kind = "peer-key" if runtime.role == "node" and is_peer_route(route) else "key"
     runtime.metrics.count_caller("shared-key", kind)
     return identity
 

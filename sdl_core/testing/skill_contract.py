@@ -47,7 +47,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdl_core.auth import PEER_CAPABILITIES
+from sdl_core.auth import is_peer_route
 from sdl_core.host import Host
 from sdl_core.plugins import hookimpl
 from sdl_core.protocols import MailboxMessage
@@ -217,7 +217,7 @@ class SkillContract:
                 headers = {"content-type": "application/json"}
                 if spec.capability != PUBLIC:
                     headers["X-Darkmesh-Key"] = (
-                        TEST_PEER_KEY if spec.capability in PEER_CAPABILITIES else TEST_NODE_KEY)
+                        TEST_PEER_KEY if is_peer_route(spec) else TEST_NODE_KEY)
                 content = body if isinstance(body, bytes) else json.dumps(body).encode()
                 for method in spec.methods:
                     send = content if method.upper() not in ("GET", "HEAD", "DELETE") else None

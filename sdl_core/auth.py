@@ -290,22 +290,20 @@ def bind(identity: Identity, claimed: str | None, field_label: str) -> None:
     Messages are upstream's: ``AAuth sub '<sub>' does not match node_id '<id>'``.
     Shared-key callers carry no identity and are not bound (upstream).
     """
-    if identity.scheme != "aauth":
-        return
-    if not identity.node_id or identity.node_id != (claimed or ""):
-        raise HTTPProblem(
-            403, f"AAuth sub '{identity.sub}' does not match {field_label} '{claimed or ''}'",
-            reason="identity_mismatch",
-        )
+    _bind(identity, claimed, f"does not match {field_label}")
 
 
 def bind_owner(identity: Identity, claimed: str | None) -> None:
     """Mailbox read/ack: the signer must own the mailbox."""
+    _bind(identity, claimed, "does not own mailbox")
+
+
+def _bind(identity: Identity, claimed: str | None, relation: str) -> None:
     if identity.scheme != "aauth":
         return
     if not identity.node_id or identity.node_id != (claimed or ""):
         raise HTTPProblem(
-            403, f"AAuth sub '{identity.sub}' does not own mailbox '{claimed or ''}'",
+            403, f"AAuth sub '{identity.sub}' {relation} '{claimed or ''}'",
             reason="identity_mismatch",
         )
 

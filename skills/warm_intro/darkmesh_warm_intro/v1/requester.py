@@ -29,7 +29,7 @@ from darkmesh_warm_intro.v1 import keys, psi
 from darkmesh_warm_intro.v1.locks import KeyedLocks
 from darkmesh_warm_intro.v1.models import TEMPLATE, RequestBody
 from darkmesh_warm_intro.v1.outbound import CallRefused, PeerCallFailed, clean_base_url, post_json
-from sdl_core import HTTPProblem, Identity, IntroRevealed, RelayError, parse_strength
+from sdl_core import HTTPProblem, Identity, IntroRevealed, RelayError, bind, parse_strength
 
 log = logging.getLogger("darkmesh.warm_intro.v1")
 
@@ -308,16 +308,9 @@ class Requester:
             raise HTTPProblem(403, "invalid response_token")
         response = body.get("response")
         answer = response if isinstance(response, dict) and response else body
-        if identity.scheme == "aauth":
-            responder = answer.get("responder")
-            claimed = responder.get("node_id") if isinstance(responder, dict) else None
-            if not identity.node_id or identity.node_id != claimed:
-                raise HTTPProblem(
-                    403,
-                    f"AAuth sub '{identity.sub}' does not match responder node_id "
-                    f"'{claimed if isinstance(claimed, str) else ''}'",
-                    reason="identity_mismatch",
-                )
+        responder = answer.get("responder")
+        claimed = responder.get("node_id") if isinstance(responder, dict) else None
+        bind(identity, claimed if isinstance(claimed, str) else None, "responder node_id")
         if slot.deliveries >= MAX_ANSWERS or slot.stored_bytes + size > MAX_INBOX_BYTES:
             raise HTTPProblem(429, f"too many answers for request {request_id}",
                               reason="too_many_answers")

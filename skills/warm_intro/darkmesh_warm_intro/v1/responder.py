@@ -38,7 +38,7 @@ from darkmesh_warm_intro.v1.outbound import (
     plan_call,
     post_json,
 )
-from sdl_core import HTTPProblem, Identity, IntroRevealed
+from sdl_core import HTTPProblem, Identity, IntroRevealed, bind
 
 log = logging.getLogger("darkmesh.warm_intro.v1")
 
@@ -184,11 +184,7 @@ class Responder:
 
     async def respond(self, body: dict[str, Any], identity: Identity) -> dict[str, Any]:
         """``POST /psi/respond``: only this node's own poller may ask (``aauth.md`` §4.1)."""
-        if identity.scheme == "aauth" and identity.node_id != self.ctx.node_id:
-            raise HTTPProblem(
-                403, f"AAuth sub '{identity.sub}' does not match node_id '{self.ctx.node_id}'",
-                reason="identity_mismatch",
-            )
+        bind(identity, self.ctx.node_id, "node_id")
         try:
             return (await self.evaluate(body)).answer
         except BudgetExceeded as exc:
@@ -257,11 +253,7 @@ class Responder:
         requester_id = body.get("requester_id")
         if not isinstance(requester_id, str) or not requester_id.strip():
             raise HTTPProblem(400, "requester_id is required")
-        if identity.scheme == "aauth" and identity.node_id != requester_id:
-            raise HTTPProblem(
-                403, f"AAuth sub '{identity.sub}' does not match requester_id '{requester_id}'",
-                reason="identity_mismatch",
-            )
+        bind(identity, requester_id, "requester_id")
         request_id = body.get("request_id")
         echo = request_id if isinstance(request_id, str) else None
 

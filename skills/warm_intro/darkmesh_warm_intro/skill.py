@@ -36,6 +36,8 @@ from darkmesh_warm_intro.context import WarmIntroContext
 from darkmesh_warm_intro.matching import Target
 from darkmesh_warm_intro.sealing import is_v2_envelope
 from darkmesh_warm_intro.settings import WarmIntroSettings
+from darkmesh_warm_intro.v1 import V1Protocol
+from darkmesh_warm_intro.v1.models import TEMPLATE as V1_TEMPLATE
 from darkmesh_warm_intro.v2 import TEMPLATE as V2_TEMPLATE
 from darkmesh_warm_intro.v2 import V2Protocol
 from sdl_core import HTTPProblem, Identity, MailboxMessage, RouteSpec
@@ -45,18 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("darkmesh.warm_intro")
 
-V1_TEMPLATE = "warm_intro_v1"
 Endpoint = Callable[[Request], Awaitable[JSONResponse]]
-
-
-def _load_v1() -> Any:
-    """The v1 protocol class, or None while it is not installed (or fails to import)."""
-    try:
-        from darkmesh_warm_intro.v1 import V1Protocol
-    except ImportError:
-        log.warning("darkmesh-warm-intro: protocol v1 module unavailable; serving v2 only")
-        return None
-    return V1Protocol
 
 
 def _json_body(request: Request) -> dict[str, Any]:
@@ -102,8 +93,7 @@ class WarmIntroSkill:
         self.settings = settings or WarmIntroSettings()
         self.ctx = WarmIntroContext.create(host, self.settings)
         self.v2 = V2Protocol(self.ctx)
-        v1_class = _load_v1() if self.settings.v1_enabled else None
-        self.v1: Any = v1_class(self.ctx) if v1_class is not None else None
+        self.v1 = V1Protocol(self.ctx) if self.settings.v1_enabled else None
 
     # ------------------------------------------------------------------ Skill API
 
@@ -177,14 +167,12 @@ class WarmIntroSkill:
 
     async def start(self) -> None:
         await self.v2.start()
-        starter = getattr(self.v1, "start", None)
-        if starter is not None:
-            await starter()
+        if self.v1 is not None:
+            await self.v1.start()
 
     async def stop(self) -> None:
-        stopper = getattr(self.v1, "stop", None)
-        if stopper is not None:
-            await stopper()
+        if self.v1 is not None:
+            await self.v1.stop()
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"default_template": self.settings.default_template,
@@ -196,8 +184,8 @@ class WarmIntroSkill:
 
     def _template(self, body: dict[str, Any]) -> str:
         template = body.get("template")
-        if template is None:
-            return self.settings.default_template
+        if template is None:  # the default is held to the same rule (v1 may be disabled)
+            template = self.settings.default_template
         if template == V2_TEMPLATE or (template == V1_TEMPLATE and self.v1 is not None):
             return str(template)
         raise HTTPProblem(400, f"Template not allowed: {template}", reason="template_not_allowed")
@@ -210,7 +198,7 @@ class WarmIntroSkill:
 
     async def _request(self, request: Request) -> JSONResponse:
         template, body, parsed = await self._begin(request)
-        if template == V1_TEMPLATE:
+        if template == V1_TEMPLATE and self.v1 is not None:  # _template allowed it
             return JSONResponse(await self.v1.request(body, _identity(request)))
         started = await self.v2.requester.start(Target.from_json(body.get("target")),
                                                 parsed.constraints)
@@ -268,9 +256,8 @@ class WarmIntroSkill:
 
     async def _reveals(self, request: Request) -> JSONResponse:
         reveals = self.v2.core.audit_log()
-        audit_v1 = getattr(self.v1, "audit_log", None)
-        if audit_v1 is not None:
-            reveals = [*reveals, *audit_v1()]
+        if self.v1 is not None:
+            reveals = [*reveals, *self.v1.audit_log()]
         return JSONResponse({"reveals": reveals})
 
     async def _keys(self, request: Request) -> JSONResponse:
@@ -286,7 +273,3 @@ class WarmIntroSkill:
                               reason="no_key_change")
         return JSONResponse(accepted)
 
-
-def create_skill(host: Host, settings: Any) -> WarmIntroSkill:
-    """The ``SkillSpec`` factory."""
-    return WarmIntroSkill(host, settings)

@@ -26,8 +26,6 @@ from darkmesh_warm_intro import plugin
 from darkmesh_warm_intro.skill import WarmIntroSkill
 from sdl_core import Host, MailboxMessage
 
-TEMPLATES = ("warm_intro_v2",)
-
 
 @dataclass
 class Sent:

@@ -160,6 +160,17 @@ async def test_v1_disabled_serves_v2_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_v1_default_template_with_v1_disabled_is_refused_not_a_500(
+        tmp_path: Path) -> None:
+    mesh = LoopbackMesh(tmp_path)
+    a = await add_demo_node(mesh, "a", v1_enabled=False, default_template="warm_intro_v1")
+    async with client(a) as http:
+        r = await http.post(f"{BASE}/request", json={"target": BASE_TARGET})
+        assert r.status_code == 400 and r.json()["detail"] == "Template not allowed: warm_intro_v1"
+    await mesh.close()
+
+
+@pytest.mark.asyncio
 async def test_v1_template_dispatches_to_v1(mesh: LoopbackMesh) -> None:
     a = mesh.nodes["node_a"]
     calls: list[dict[str, Any]] = []

@@ -131,12 +131,12 @@ def requester_set(pairs: Sequence[tuple[str, float]]) -> RequesterSet:
         latest[identifier] = strength
     items = list(latest.items())
     # A per-request permutation, so two requests cannot be linked by position.
-    shuffled = [items.pop(secrets.randbelow(len(items))) for _ in range(len(items))]
+    secrets.SystemRandom().shuffle(items)
     secret = new_secret()
     return RequesterSet(
         secret=secret,
-        x_values=[encode(blind(hash_to_int(ident), secret)) for ident, _ in shuffled],
-        strengths=[strength for _, strength in shuffled],
+        x_values=[encode(blind(hash_to_int(ident), secret)) for ident, _ in items],
+        strengths=[strength for _, strength in items],
     )
 
 
@@ -185,10 +185,10 @@ def responder_answer(
     """
     b = new_secret() if secret is None else secret
     ys = [encode(blind(hash_to_int(s), b)) for s in self_identifiers]
-    shuffled = [ys.pop(secrets.randbelow(len(ys))) for _ in range(len(ys))]
+    secrets.SystemRandom().shuffle(ys)
     return ResponderAnswer(
         x_values_b=[encode(blind(x, b)) for x in x_values],
-        y_values_b=shuffled,
+        y_values_b=ys,
     )
 
 

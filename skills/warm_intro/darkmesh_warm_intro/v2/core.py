@@ -12,8 +12,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from darkmesh_warm_intro.context import WarmIntroContext
-from darkmesh_warm_intro.sealing import KeyPins, NodeKeys, Opened, SealError, open_sealed, seal
-from sdl_core import HTTPProblem, IntroRevealed
+from darkmesh_warm_intro.sealing import (
+    SEEN_PREFIX,
+    KeyPins,
+    NodeKeys,
+    Opened,
+    SealError,
+    open_sealed,
+    seal,
+)
+from sdl_core import HTTPProblem
 
 log = logging.getLogger("darkmesh.warm_intro.v2")
 
@@ -131,7 +139,7 @@ class V2Core:
             # Only a responder's answer introduces its key; reveal traffic comes from
             # nodes this one already exchanged a request with.
             raise Refused("unknown_sender", f"no pinned key for {opened.sender!r}")
-        if not self.state.remember_once("v2:seen:" + opened.message_id, SEEN_TTL_SECONDS):
+        if not self.state.remember_once(SEEN_PREFIX + opened.message_id, SEEN_TTL_SECONDS):
             raise Refused("replayed", "this sealed message was already received")
         return opened
 
@@ -152,9 +160,3 @@ class V2Core:
         entries = [value for _, value in self.state.items(AUDIT_PREFIX)]
         return entries[-limit:]
 
-    async def emit(self, event: IntroRevealed) -> None:
-        """``intro.revealed``; a failing subscriber never fails the reveal."""
-        try:
-            await self.ctx.emit_revealed(event)
-        except Exception:
-            log.exception("intro.revealed delivery failed; the reveal stands")

@@ -20,7 +20,6 @@ the same length whatever S's data (the tests check this).
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import secrets
@@ -175,5 +174,3 @@ def build_reply(
     return Reply(y_blob=b"".join(y_elements), entries=bytes(table), ciphertext=ciphertext)
 
 
-def constant_time_in(value: str, expected: str) -> bool:
-    return hmac.compare_digest(value.encode(), expected.encode())

@@ -18,8 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from darkmesh_warm_intro.models import ConstraintsModel, Intro, TargetModel
 
-PROTOCOL = "ristretto255-psi-v2"
-TEMPLATE = "warm_intro_v2"
 ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 B64_PATTERN = r"^[A-Za-z0-9+/]*={0,2}$"
 #: Base64 of 32 raw bytes: 43 characters and one "=".

@@ -160,9 +160,6 @@ class Requester:
 
     # -------------------------------------------------------------------- view
 
-    def owns(self, request_id: str) -> bool:
-        return self.state.get(REQ_PREFIX + request_id) is not None
-
     def _load(self, request_id: str) -> dict[str, Any]:
         record = self.state.get(REQ_PREFIX + request_id)
         if record is None:
@@ -410,7 +407,7 @@ class Requester:
             "relationship_strength": candidate["intro"]["relationship_strength"],
             "revealed_at": candidate["revealed_at"],
         })
-        await self.core.emit(IntroRevealed.model_validate({
+        await self.core.ctx.emit_revealed(IntroRevealed.model_validate({
             "node_id": self.core.node_id, "side": "requester", "template": TEMPLATE,
             "request_id": opened.request_id, "consent_id": candidate["consent_id"],
             "requester_node_id": self.core.node_id, "responder_node_id": opened.sender,

@@ -349,7 +349,7 @@ class Responder:
         })
         await self._respond(token["requester_id"], token["request_id"],
                             {"state": "revealed", "intro": intro, "revealed_at": revealed_at})
-        await self.core.emit(IntroRevealed.model_validate({
+        await self.core.ctx.emit_revealed(IntroRevealed.model_validate({
             "node_id": self.core.node_id, "side": "responder", "template": TEMPLATE,
             "request_id": token["request_id"], "consent_id": None,
             "requester_node_id": token["requester_id"], "responder_node_id": self.core.node_id,

@@ -193,7 +193,8 @@ class Writeback:
         self.ensure_worker()
         try:
             # Tried once within the event budget, then left to the outbox.
-            await asyncio.wait_for(self.send(key), timeout=self.budget * 0.9)
+            async with asyncio.timeout(self.budget * 0.9):
+                await self.send(key)
         except TimeoutError:
             self.outbox.reschedule(key, "timed out within the event budget",
                                    self.initial_backoff, self.max_backoff)
@@ -282,10 +283,11 @@ class Writeback:
                 wait = self.initial_backoff
             self._wake.clear()
             timeout = 30.0 if wait is None else max(min(wait, 30.0), 0.05)
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the wake-up, and stop() would then wait forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import math
 import secrets
 import time
@@ -147,12 +148,12 @@ class Requester:
             if remaining <= 0:
                 self._finalise(request_id)
                 break
-            try:
-                await asyncio.wait_for(event.wait(), timeout=remaining)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the wake-up.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await event.wait()
             event.clear()
-            record = self._load(request_id)
             self._maybe_complete(request_id)
             record = self._load(request_id)
         self._events.pop(request_id, None)

@@ -342,7 +342,7 @@ def init(node_id: str | None, port: int | None, listen_url: str | None,
 
         tables, warnings = tables_from_upstream_json(from_upstream.read_bytes(),
                                                      source=str(from_upstream))
-        raw_vault = json.loads(from_upstream.read_bytes()).get("vault_path")
+        raw_vault = tables.get("node", {}).get("data_dir")  # upstream's vault_path
         upstream_vault = Path(raw_vault) if isinstance(raw_vault, str) and raw_vault else None
     node_table = dict(tables.get("node", {}))
     node_table.update(_overrides(node_id=node_id, port=port, listen_url=listen_url,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -17,6 +17,7 @@ import httpx
 import pluggy
 from pydantic_settings import BaseSettings
 
+from sdl_core.catalog import settings_models
 from sdl_core.errors import PluginSettingsError, StartupError, UnknownPluginError
 from sdl_core.events import EventBus
 from sdl_core.metrics import Metrics
@@ -174,15 +175,7 @@ class Host(Runtime):
         return host
 
     def report_unknown_tables(self) -> None:
-        known = {"node", "relay"}
-        for spec_list in (
-            self.hooks.stores(), self.hooks.signers(), self.hooks.verifiers(),
-            self.hooks.skills(), self.hooks.subscribers(), self.hooks.relay_backends(),
-            self.hooks.transports(),
-        ):
-            for spec in spec_list:
-                if spec.settings is not None:
-                    known.add(getattr(spec.settings, "section", ""))
+        known = {getattr(m.model, "section", "") for m in settings_models(self.pm)}
         for name in sorted(set(self.tables) - known):
             msg = f"settings table [{name}] belongs to no installed plugin; it is ignored"
             self.config_warnings.append(msg)
@@ -356,34 +349,32 @@ class Host(Runtime):
 
     async def plugin_status(self) -> dict[str, Any]:
         """Each plugin object's ``status()`` (store, signer, verifier, skills)."""
-        out: dict[str, Any] = {}
-        for name, block in self._extra_status.items():
-            if callable(block):
-                try:
-                    block = block()
-                    if asyncio.iscoroutine(block):
-                        block = await block
-                except Exception as exc:  # a status probe must never break status
-                    block = {"error": f"{type(exc).__name__}: {exc}"}
-            out[name] = block
+        out: dict[str, Any] = {
+            name: await _probe(block) if callable(block) else block
+            for name, block in self._extra_status.items()
+        }
         pieces: dict[str, Any] = {"store": self.store, "signer": self.signer,
                                   "verifier": self.verifier}
         pieces.update({f"skill:{name}": skill for name, skill in self.skills.items()})
         for name, piece in pieces.items():
             status = getattr(piece, "status", None)
-            if piece is None or status is None:
-                continue
-            try:
-                value = status()
-                if asyncio.iscoroutine(value):
-                    value = await value
-            except Exception as exc:  # a status probe must never break status
-                value = {"error": f"{type(exc).__name__}: {exc}"}
-            out[name] = value
+            if piece is not None and status is not None:
+                out[name] = await _probe(status)
         if self.listener is not None:
             out["listener"] = self.listener.status()
         out["auth"] = {"mode": self.settings.auth_mode, "callers": self.metrics.callers_json()}
         return out
+
+
+async def _probe(status: Callable[[], Any]) -> Any:
+    """One status block (sync or async); a probe that fails reports its error instead."""
+    try:
+        value = status()
+        if asyncio.iscoroutine(value):
+            value = await value
+    except Exception as exc:  # a status probe must never break status
+        value = {"error": f"{type(exc).__name__}: {exc}"}
+    return value
 
 
 class RelayHost(Runtime):

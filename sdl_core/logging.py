@@ -76,15 +76,16 @@ class SecretScrubber(logging.Filter):
 
     def __init__(self, secret_values: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets: set[str] = set()
+        self._secrets: tuple[str, ...] = ()  # longest first: a secret may contain another
         self.add(secret_values)
 
     def add(self, secret_values: Iterable[str]) -> None:
         # Very short values would redact ordinary words; a real key is never that short.
-        self._secrets.update(v for v in secret_values if v and len(v) >= 4)
+        fresh = {v for v in secret_values if v and len(v) >= 4}
+        self._secrets = tuple(sorted(fresh.union(self._secrets), key=len, reverse=True))
 
     def scrub(self, text: str) -> str:
-        for value in sorted(self._secrets, key=len, reverse=True):
+        for value in self._secrets:
             if value in text:
                 text = text.replace(value, REDACTED)
         return text

@@ -118,7 +118,6 @@ class InProcessMesh:
         self.relay_app: Starlette | None = None
         self.nodes: dict[str, Host] = {}
         self.apps: dict[str, Starlette] = {}
-        self._started: list[Host] = []
 
     # ----------------------------------------------------------------- building
 
@@ -171,7 +170,6 @@ class InProcessMesh:
                 self.nodes[node_id] = self._build_node(node_id)
             for host in self.nodes.values():
                 await host.start()
-                self._started.append(host)
         except BaseException:
             await self._shutdown()
             raise
@@ -191,7 +189,6 @@ class InProcessMesh:
                 await host.stop()
             except Exception as exc:  # noqa: BLE001 - stop every node, then re-raise
                 errors.append(exc)
-        self._started.clear()
         if self.relay is not None and self.relay.backend is not None:
             await self.relay.stop()
             self.relay = None

@@ -31,10 +31,12 @@ CREATE INDEX IF NOT EXISTS plugin_state_expiry ON plugin_state (expires_at);
 """
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open a database the way every embedded store of the node does."""
+def connect(path: Path, *, busy_timeout: float = 30.0) -> sqlite3.Connection:
+    """Open a database the way every embedded store of Darkmesh does (WAL, FULL sync,
+    autocommit so that :func:`write_transaction` delimits every write)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None,
+                           check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")

@@ -31,6 +31,7 @@ from sdl_core.relay.waiting import (
     new_message_id,
     new_post_id,
 )
+from sdl_core.state import connect, write_transaction
 
 T = TypeVar("T")
 
@@ -102,41 +103,27 @@ class SqliteRelayBackend:
             raise RelayUnavailable("sqlite backend is not started")
         conn = self._conn
 
-        def call() -> T:
-            try:
-                return fn(conn)
-            except sqlite3.Error:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, conn)
         except sqlite3.Error as exc:
             raise RelayUnavailable(f"sqlite: {exc}") from exc
 
     @staticmethod
     def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn.execute("BEGIN IMMEDIATE")
-        result = fn(conn)
-        conn.execute("COMMIT")
-        return result
+        with write_transaction(conn):  # rolled back whatever ``fn`` raises
+            return fn(conn)
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         if self._executor is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-sqlite")
 
         def open_db() -> tuple[sqlite3.Connection, str]:
-            conn = sqlite3.connect(
-                str(self.path), timeout=10, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            # FULL: a power loss must not roll back a seq a listener has already seen.
-            conn.execute("PRAGMA synchronous=FULL")
+            # FULL sync (connect's): a power loss must not roll back a seq a listener has
+            # already seen. A 10 s busy timeout, then the caller gets a 503.
+            conn = connect(self.path, busy_timeout=10.0)
             conn.executescript(_SCHEMA)
             self._write(conn, lambda c: c.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)", (new_epoch(),)

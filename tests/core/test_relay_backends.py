@@ -127,6 +127,24 @@ async def test_sqlite_failure_raises_relay_unavailable(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_write_failing_with_any_error_is_rolled_back(tmp_path: Path) -> None:
+    backend = SqliteRelayBackend(tmp_path / "relay.db")
+    await backend.start()
+    try:
+        def half_then_fail(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM meta")
+            raise ValueError("not an sqlite error")
+
+        with pytest.raises(ValueError):
+            await backend._run(lambda conn: backend._write(conn, half_then_fail))
+        # Nothing half-done stays, and the connection takes the next write.
+        stored = await backend.publish(make_post(), time.time() + 60)
+        assert stored["seq"] == 1 and await backend.epoch()
+    finally:
+        await backend.close()
+
+
+@pytest.mark.asyncio
 async def test_unstarted_sqlite_backend_refuses_with_503(tmp_path: Path) -> None:
     with pytest.raises(RelayUnavailable, match="not started"):
         await SqliteRelayBackend(tmp_path / "relay.db").count_posts(time.time())

@@ -8,6 +8,7 @@ then call ``spec.factory(host, settings)``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,8 @@ log = logging.getLogger("darkmesh.host")
 
 #: Datasets the core itself declares; skills add theirs through ``SkillSpec.datasets``.
 CORE_DATASETS = ("contacts", "interactions")
+#: How often the host deletes expired plugin state (reads skip it in between).
+STATE_PURGE_INTERVAL_SECONDS = 300.0
 
 #: Capability names the core's own routes (node and relay) use.
 CORE_CAPABILITIES = (
@@ -139,6 +142,7 @@ class Host(Runtime):
         self.events = EventBus(settings.event_budget_seconds)
         self._transport_override = transport
         self._db: NodeDatabase | None = None
+        self._state_purger: asyncio.Task[None] | None = None
         self.store: Store = None  # type: ignore[assignment]
         self.signer: Signer | None = None
         self.verifier: Verifier | None = None
@@ -187,6 +191,16 @@ class Host(Runtime):
         if self._db is None:
             self._db = NodeDatabase(Path(self.settings.data_dir) / "node.db")
         return self._db
+
+    async def _purge_state_forever(self) -> None:
+        """Expired entries of every state area, every few minutes after the one at start:
+        plugins need not purge on their request paths, and nothing grows past its expiry."""
+        while True:
+            await asyncio.sleep(STATE_PURGE_INTERVAL_SECONDS)
+            try:
+                self.database.purge_expired()
+            except Exception:  # a failing purge must not end the loop
+                log.exception("node state purge failed")
 
     def state(self, feature: str) -> StateArea:
         """The durable state area of one plugin (``host.state("warm_intro")``)."""
@@ -300,6 +314,11 @@ class Host(Runtime):
             self.started = True
 
     async def _start(self) -> None:
+        # Here, on the event loop, before any worker thread (the listener's) can race to
+        # open the database lazily.
+        self.database.purge_expired()
+        self._state_purger = asyncio.create_task(self._purge_state_forever(),
+                                                 name="node-state-purge")
         for skill in self.skills.values():
             await skill.start()
         await self.hooks.startup(self)
@@ -316,6 +335,11 @@ class Host(Runtime):
         """
         if self.started:
             self.started = False
+            if self._state_purger is not None:
+                self._state_purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._state_purger
+                self._state_purger = None
             if self.listener is not None:
                 await self.listener.stop()
                 self.listener = None

@@ -71,6 +71,14 @@ class NodeDatabase:
         with self._lock, write_transaction(self._conn) as conn:
             yield conn
 
+    def purge_expired(self) -> int:
+        """Delete every feature's expired entries; return how many went."""
+        with self.transaction() as conn:
+            return conn.execute(
+                "DELETE FROM plugin_state WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (time.time(),),
+            ).rowcount
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

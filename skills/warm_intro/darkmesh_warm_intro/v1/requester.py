@@ -126,7 +126,6 @@ class Requester:
 
     async def request(self, body: dict[str, Any], identity: Identity) -> dict[str, Any]:
         request = self.parse(body)
-        self.ctx.state.purge_expired()  # sessions expire lazily, as upstream's do
         target = request.target.normalised()
         pairs = await self._identifiers()
         relay = self.ctx.host.relay

@@ -97,7 +97,6 @@ class Responder:
 
         :raises BudgetExceeded: the requester used up its answers for this window.
         """
-        self.ctx.state.purge_expired()  # tokens, approvals, budgets: purged lazily
         request_id = body.get("request_id")
         requester_id = body.get("requester_id")
         echo = request_id if isinstance(request_id, str) and request_id else None

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from sdl_core import Host, MailboxMessage, RouteSpec, SkillSpec, hookimpl
 from sdl_core.testing.host import TEST_BUILTINS, make_host
+from sdl_core.testing.relay_process import free_port
 
 NODE_URL = "http://localhost:8001"
 ECHO = f"{NODE_URL}/darkmesh/skills/echo/echo"
@@ -144,11 +145,7 @@ async def node(make_node: Callable[..., Any], agent: Agent) -> Node:
 @pytest.fixture
 def unused_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 @pytest_asyncio.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import tempfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,12 +27,7 @@ from sdl_core.plugins import make_plugin_manager
 from sdl_core.relay.app import create_relay_app
 from sdl_core.serving import serve_app
 from sdl_core.settings import NodeSettings, load_settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from sdl_core.testing.relay_process import free_port
 
 
 async def wait_healthy(url: str) -> None:

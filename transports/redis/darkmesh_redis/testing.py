@@ -19,6 +19,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdl_core.testing.relay_process import free_port
+
 if TYPE_CHECKING:
     from darkmesh_redis.backend import RedisRelayBackend
 
@@ -27,12 +29,6 @@ INSTALL_HINT = (
     "Install it: apt-get install -y redis-server (CI does this in scripts/test-all)"
 )
 START_TIMEOUT_SECONDS = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def redis_binary() -> str:

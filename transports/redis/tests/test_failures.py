@@ -14,20 +14,19 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from darkmesh_redis import testing as redis_server
 from darkmesh_redis.backend import RedisRelayBackend
 from darkmesh_redis.testing import RELAY_KEY, make_relay_host, make_settings, started_backend
 
 from sdl_core import RelayUnavailable, StartupError
 from sdl_core.relay import create_relay_app
-from sdl_core.testing.relay_process import RelayProcess
+from sdl_core.testing.relay_process import RelayProcess, free_port
 
 #: The settings in make_settings: 2 attempts x 1 s timeouts + 0.05 s backoff, with room.
 FAILURE_BOUND_SECONDS = 6.0
 
 
 def dead_url() -> str:
-    return f"redis://127.0.0.1:{redis_server.free_port()}/0"
+    return f"redis://127.0.0.1:{free_port()}/0"
 
 
 @pytest.mark.asyncio
@@ -45,7 +44,7 @@ async def test_unreachable_redis_at_start_up_names_the_setting() -> None:
 
 @pytest.mark.asyncio
 async def test_start_up_message_hides_the_password() -> None:
-    port = redis_server.free_port()
+    port = free_port()
     backend = RedisRelayBackend(make_settings(f"redis://:s3cret@127.0.0.1:{port}/0"))
     with pytest.raises(StartupError) as info:
         await backend.start()

@@ -1,27 +1,20 @@
-"""RFC 9421 signature bases and algorithms, written against the RFC's own vectors.
+"""RFC 9421 signature bases, written against the RFC's own vectors.
 
 This module is the generic part: it rebuilds the signature base of any request or response
 from its covered components, every derived component included (``@query-param;name=``,
-``@status``, ``;req``), and signs or verifies with the RFC's algorithms. The AAuth profile,
-which is much narrower, lives in :mod:`darkmesh_aauth.verifier` and
-:mod:`darkmesh_aauth.signer`. RSA and HMAC appear only because the vectors use them.
+``@status``, ``;req``). The AAuth profile, which is much narrower, lives in
+:mod:`darkmesh_aauth.verifier` and :mod:`darkmesh_aauth.signer`; its two algorithms are
+:func:`darkmesh_aauth.keys.verify_raw` and :meth:`darkmesh_aauth.keys.SigningKey.sign`.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlsplit
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-
-from darkmesh_aauth.keys import ecdsa_der_to_raw, ecdsa_raw_to_der
 from darkmesh_aauth.sfv import (
     SFError,
     parse_dictionary,
@@ -31,19 +24,10 @@ from darkmesh_aauth.sfv import (
 )
 from sdl_core import normalise_authority
 
-DERIVED_COMPONENTS = frozenset({
-    "@method", "@target-uri", "@authority", "@scheme", "@request-target", "@path",
-    "@query", "@query-param", "@status",
-})
-
 #: Fields whose structured type is a Dictionary (for ``;sf`` and ``;key``).
 DICTIONARY_FIELDS = frozenset({
     "signature", "signature-input", "signature-key", "content-digest", "repr-digest",
     "want-content-digest", "accept-signature", "signature-error", "example-dict", "cache-status",
-})
-
-ALGORITHMS = frozenset({
-    "ed25519", "ecdsa-p256-sha256", "hmac-sha256", "rsa-pss-sha512", "rsa-v1_5-sha256",
 })
 
 Component = tuple[str, dict[str, Any]]
@@ -203,65 +187,3 @@ def signature_base(message: Message, components: Sequence[Component], params_val
         lines.append(f"{identifier}: {value}")
     lines.append(f'"@signature-params": {params_value}')
     return "\n".join(lines)
-
-
-def parse_signature_input_member(value: str, label: str) -> tuple[list[Component], str]:
-    """Components and the exact ``@signature-params`` value of one Signature-Input member."""
-    try:
-        member = parse_dictionary(value).get(label)
-    except SFError as exc:
-        raise ComponentError(f"Signature-Input is malformed: {exc}") from None
-    if member is None or not isinstance(member[0], list):
-        raise ComponentError(f"Signature-Input has no inner list {label!r}")
-    components = []
-    for item, params in member[0]:
-        if not isinstance(item, str):
-            raise ComponentError("component identifiers are Strings")
-        components.append((item, dict(params)))
-    return components, serialize_member(member)
-
-
-# ----------------------------------------------------------------- algorithms
-
-
-def sign(algorithm: str, key: Any, base: bytes) -> bytes:
-    """Sign ``base`` with an RFC 9421 algorithm (``key``: a cryptography key or HMAC bytes)."""
-    if algorithm == "ed25519":
-        assert isinstance(key, ed25519.Ed25519PrivateKey)
-        return key.sign(base)
-    if algorithm == "ecdsa-p256-sha256":
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        return ecdsa_der_to_raw(key.sign(base, ec.ECDSA(hashes.SHA256())))
-    if algorithm == "hmac-sha256":
-        return hmac.new(bytes(key), base, hashlib.sha256).digest()
-    if algorithm == "rsa-pss-sha512":
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return key.sign(base, padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64),
-                        hashes.SHA512())
-    if algorithm == "rsa-v1_5-sha256":
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return key.sign(base, padding.PKCS1v15(), hashes.SHA256())
-    raise ValueError(f"unsupported algorithm {algorithm!r}")
-
-
-def verify(algorithm: str, key: Any, base: bytes, signature: bytes) -> bool:
-    """Verify ``signature`` over ``base``; False on any mismatch."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unsupported algorithm {algorithm!r}")
-    try:
-        if algorithm == "ed25519":
-            key.verify(signature, base)
-        elif algorithm == "ecdsa-p256-sha256":
-            key.verify(ecdsa_raw_to_der(signature), base, ec.ECDSA(hashes.SHA256()))
-        elif algorithm == "hmac-sha256":
-            expected = hmac.new(bytes(key), base, hashlib.sha256).digest()
-            return hmac.compare_digest(expected, signature)
-        elif algorithm == "rsa-pss-sha512":
-            key.verify(signature, base,
-                       padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64),
-                       hashes.SHA512())
-        elif algorithm == "rsa-v1_5-sha256":
-            key.verify(signature, base, padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, ValueError):
-        return False
-    return True

@@ -1,30 +1,100 @@
 """RFC 9421 Appendix B: every base rebuilt byte for byte, every signature verified, the
-deterministic ones (B.2.5 hmac-sha256, B.2.6 ed25519) re-signed to the identical value."""
+deterministic ones (B.2.5 hmac-sha256, B.2.6 ed25519) re-signed to the identical value.
+
+Ed25519 and ECDSA P-256 are verified by the profile's own ``keys.verify_raw``, the function
+the verifier calls; RSA and HMAC, which the profile does not accept, by the reference
+helpers below (they are here only because the RFC's vectors use them).
+"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from darkmesh_aauth.keys import signing_key_from_jwk, thumbprint
-from darkmesh_aauth.rfc9421 import (
-    ComponentError,
-    Message,
-    parse_signature_input_member,
-    sign,
-    signature_base,
-    verify,
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from darkmesh_aauth.keys import (
+    Algorithm,
+    ecdsa_der_to_raw,
+    signing_key_from_jwk,
+    thumbprint,
+    verify_raw,
 )
-from darkmesh_aauth.sfv import parse_dictionary
+from darkmesh_aauth.rfc9421 import Component, ComponentError, Message, signature_base
+from darkmesh_aauth.sfv import SFError, parse_dictionary, serialize_member
 
 # A copy of spec/rfc9421_vectors.json, so the distribution tests alone.
 VECTORS = json.loads((Path(__file__).parent / "data" / "rfc9421_vectors.json").read_text())
 IDS = [v["section"] for v in VECTORS["vectors"]]
+
+
+# ------------------------------------------------------------ reference algorithms
+
+#: The profile's algorithms, by their RFC 9421 names.
+PROFILE_ALGORITHMS: dict[str, Algorithm] = {"ed25519": "Ed25519", "ecdsa-p256-sha256": "ES256"}
+
+
+def parse_signature_input_member(value: str, label: str) -> tuple[list[Component], str]:
+    """Components and the exact ``@signature-params`` value of one Signature-Input member."""
+    try:
+        member = parse_dictionary(value).get(label)
+    except SFError as exc:
+        raise ComponentError(f"Signature-Input is malformed: {exc}") from None
+    if member is None or not isinstance(member[0], list):
+        raise ComponentError(f"Signature-Input has no inner list {label!r}")
+    components = []
+    for item, params in member[0]:
+        if not isinstance(item, str):
+            raise ComponentError("component identifiers are Strings")
+        components.append((item, dict(params)))
+    return components, serialize_member(member)
+
+
+def sign(algorithm: str, key: Any, base: bytes) -> bytes:
+    """Sign ``base`` with an RFC 9421 algorithm (``key``: a cryptography key or HMAC bytes)."""
+    if algorithm == "ed25519":
+        assert isinstance(key, ed25519.Ed25519PrivateKey)
+        return key.sign(base)
+    if algorithm == "ecdsa-p256-sha256":
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return ecdsa_der_to_raw(key.sign(base, ec.ECDSA(hashes.SHA256())))
+    if algorithm == "hmac-sha256":
+        return hmac.new(bytes(key), base, hashlib.sha256).digest()
+    if algorithm == "rsa-pss-sha512":
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key.sign(base, padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64),
+                        hashes.SHA512())
+    if algorithm == "rsa-v1_5-sha256":
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key.sign(base, padding.PKCS1v15(), hashes.SHA256())
+    raise ValueError(f"unsupported algorithm {algorithm!r}")
+
+
+def verify(algorithm: str, key: Any, base: bytes, signature: bytes) -> bool:
+    """Verify ``signature`` over ``base``; False on any mismatch."""
+    if algorithm in PROFILE_ALGORITHMS:
+        return verify_raw(key, PROFILE_ALGORITHMS[algorithm], signature, base)
+    try:
+        if algorithm == "hmac-sha256":
+            expected = hmac.new(bytes(key), base, hashlib.sha256).digest()
+            return hmac.compare_digest(expected, signature)
+        elif algorithm == "rsa-pss-sha512":
+            key.verify(signature, base,
+                       padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64),
+                       hashes.SHA512())
+        elif algorithm == "rsa-v1_5-sha256":
+            key.verify(signature, base, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            raise AssertionError(f"no reference for {algorithm!r}")
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def message_for(name: str) -> Message:

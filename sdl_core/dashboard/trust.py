@@ -1,11 +1,12 @@
 """The trust-registry panel: list, add (pasted public JWK or a peer URL) and revoke.
 
 The registry belongs to ``darkmesh-aauth``; this module uses only that plugin's public
-functions, the ones ``darkmesh trust add|remove`` use (validation of the whole document,
-atomic 0600 writes, the capped same-origin fetch of ``--from-url``), imported when the
-plugin is installed. Edits follow the CLI's rules: idempotent by thumbprint (``noop``,
-``update``, ``append``), capability names the node does not declare are refused, and a
-key read from a URL is written only after the operator confirmed its thumbprint.
+functions, the ones ``darkmesh trust add|remove`` use (the registry's edit functions,
+validation of the whole document, atomic 0600 writes, the capped same-origin fetch of
+``--from-url``), imported when the plugin is installed. So edits follow the CLI's rules:
+idempotent by thumbprint (``noop``, ``update``, ``append``; a field left empty keeps the
+entry's value), capability names the node does not declare are refused, and a key read
+from a URL is written only after the operator confirmed its thumbprint.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from sdl_core.host import Host
 
 AAUTH_PACKAGE = "darkmesh_aauth"
-DEFAULT_ISS = "https://darkmesh.local"
 MAX_JWK_CHARS = 8 * 1024
 
 
@@ -136,26 +136,16 @@ class TrustPanel:
              capabilities: list[str], label: str | None) -> dict[str, Any]:
         registry = _module("registry")
         document = self._document()
-        agents: list[dict[str, Any]] = document["agents"]
-        tp = self.thumbprint(public)
-        index = next((i for i, a in enumerate(agents) if a.get("thumbprint") == tp), None)
-        entry = registry.entry_document(public=public, sub=sub, iss=iss or DEFAULT_ISS,
-                                        capabilities=capabilities, label=label or None)
-        if index is None:
-            action = "append"
-            agents.append(entry)
-        elif agents[index] == entry:
-            action = "noop"
-        else:
-            action = "update"
-            agents[index] = entry
         try:
-            registry.parse_registry(document, self.host.capability_names())
+            action, _ = registry.upsert_entry(document, self.host.capability_names(),
+                                              public=public, sub=sub, iss=iss or None,
+                                              capabilities=capabilities, label=label or None)
         except registry.RegistryError as exc:
             raise TrustError(f"the result would be invalid: {exc}") from None
         if action != "noop":
             registry.write_registry(self.path, document)
-        return {"thumbprint": tp, "action": action, "sub": sub, "total_entries": len(agents)}
+        return {"thumbprint": self.thumbprint(public), "action": action, "sub": sub,
+                "total_entries": len(document["agents"])}
 
     async def preview_url(self, url: str, sub: str = "") -> PeerPreview:
         """Read a peer's key as ``trust add --from-url`` does (caps, same-origin only)."""
@@ -192,23 +182,19 @@ class TrustPanel:
         if not self.path.exists():
             raise TrustError(f"{self.path} does not exist")
         document = self._document()
-        keep = [a for a in document["agents"] if a.get("thumbprint") != thumbprint]
-        if len(keep) == len(document["agents"]):
+        if not registry.remove_entries(document, thumbprint_value=thumbprint):
             raise TrustError(f"no entry with thumbprint {thumbprint!r}")
-        document["agents"] = keep
         registry.write_registry(self.path, document)
-        return {"thumbprint": thumbprint, "action": "remove", "total_entries": len(keep)}
+        return {"thumbprint": thumbprint, "action": "remove",
+                "total_entries": len(document["agents"])}
 
     def _document(self) -> dict[str, Any]:
         registry = _module("registry")
-        if not self.path.exists():
-            return {"version": 1, "agents": []}
         try:
-            snapshot = registry.read_registry(self.path, self.host.capability_names())
+            document: dict[str, Any] = registry.editable_document(
+                self.path, self.host.capability_names())
         except registry.RegistryError as exc:
             raise TrustError(f"refusing to change {self.path}: {exc}") from None
-        document = dict(snapshot.document)
-        document["agents"] = list(document.get("agents", []))
         return document
 
 

@@ -167,3 +167,27 @@ async def test_add_from_url_needs_the_confirmed_thumbprint(node: tuple[Any, Any,
     finally:
         stop.set()
         await server
+
+
+@pytest.mark.asyncio
+async def test_panel_edits_follow_the_trust_cli_rules(node: tuple[Any, Any, Path]) -> None:
+    """The panel and ``darkmesh trust add`` share the registry's edit functions: an empty
+    issuer keeps the entry's pinned one, and the same entry again is a noop, not a rewrite."""
+    from sdl_core.dashboard.trust import TrustPanel
+
+    host, _, registry = node
+    public = public_jwk(generate_jwk("Ed25519"))
+    panel = TrustPanel(host)
+    first = await panel.add(public=public, sub="agent@x", iss="https://issuer.example",
+                            capabilities=["node.query"], label="peer")
+    assert first["action"] == "append"
+    written = registry.stat().st_mtime_ns
+    again = await panel.add(public=public, sub="agent@x", iss=None,
+                            capabilities=["node.query"], label=None)
+    assert again["action"] == "noop" and registry.stat().st_mtime_ns == written
+    changed = await panel.add(public=public, sub="agent@x", iss=None,
+                              capabilities=["node.query", "node.approve"], label=None)
+    assert changed["action"] == "update"
+    [entry] = _agents(registry)
+    assert (entry["iss"], entry["label"]) == ("https://issuer.example", "peer")
+    assert entry["capabilities"] == ["node.query", "node.approve"]

@@ -23,19 +23,17 @@ from darkmesh_aauth.keys import (
 )
 from darkmesh_aauth.pairing import PairingError, fetch_peer_key
 from darkmesh_aauth.registry import (
+    DEFAULT_ISS,
     RegistryError,
     TrustRegistry,
-    entry_document,
-    parse_registry,
-    read_registry,
+    editable_document,
+    remove_entries,
+    upsert_entry,
     write_registry,
 )
 from darkmesh_aauth.settings import AAuthSettings
 from darkmesh_aauth.signer import CONNECTOR_NAME
 from sdl_core import DarkmeshError, Host, PluginSettingsError, RelayHost
-
-DEFAULT_ISS = "https://darkmesh.local"
-
 
 # ------------------------------------------------------------------ context
 
@@ -195,15 +193,10 @@ def _registry_file(context: CLIContext, given: Path | None, relay: bool) -> Path
 
 
 def _load_document(path: Path, known: Iterable[str]) -> dict[str, Any]:
-    if not path.exists():
-        return {"version": 1, "agents": []}
     try:
-        snapshot = read_registry(path, known)
+        return editable_document(path, known)
     except RegistryError as exc:
         fail(f"refusing to change {path}: {exc}")
-    document = dict(snapshot.document)
-    document["agents"] = list(document.get("agents", []))
-    return document
 
 
 def _parse_capabilities(value: str | None, known: frozenset[str]) -> list[str] | None:
@@ -279,29 +272,12 @@ def trust_add(ctx: click.Context, public_jwk_path: Path | None, from_url: str | 
                           "Trust this key?", abort=True, err=True)
     path = _registry_file(context, file, relay)
     document = _load_document(path, context.capabilities)
-    agents: list[dict[str, Any]] = document["agents"]
-    index = next((i for i, a in enumerate(agents) if a.get("thumbprint") == tp), None)
-    existing = agents[index] if index is not None else None
-    entry = entry_document(
-        public=public, sub=sub,
-        iss=iss if iss is not None else (existing.get("iss", DEFAULT_ISS) if existing
-                                         else DEFAULT_ISS),
-        capabilities=caps if caps is not None else (
-            list(existing.get("capabilities", [])) if existing else []),
-        label=label if label is not None else (existing.get("label") if existing else None),
-    )
-    if existing is None:
-        action = "append"
-        agents.append(entry)
-    elif _same_entry(existing, entry):
-        action = "noop"
-    else:
-        action = "update"
-        agents[index] = entry  # type: ignore[index]
     try:
-        parse_registry(document, context.capabilities)
+        action, entry = upsert_entry(document, context.capabilities, public=public, sub=sub,
+                                     iss=iss, capabilities=caps, label=label)
     except RegistryError as exc:
         fail(f"the result would be invalid: {exc}")
+    agents: list[dict[str, Any]] = document["agents"]
     if dry_run:
         emit({"file": str(path), "thumbprint": tp, "action": action, "entry": entry,
               "total_entries_after": len(agents)})
@@ -311,19 +287,6 @@ def trust_add(ctx: click.Context, public_jwk_path: Path | None, from_url: str | 
     emit({"file": str(path), "thumbprint": tp, "action": action, "sub": entry["sub"],
           "iss": entry.get("iss"), "capabilities": entry["capabilities"],
           "total_entries": len(agents)})
-
-
-def _same_entry(existing: dict[str, Any], new: dict[str, Any]) -> bool:
-    def normal(entry: dict[str, Any]) -> tuple[Any, ...]:
-        jwk = entry.get("public_jwk") or {}
-        return (entry.get("sub"), entry.get("iss"), entry.get("label"),
-                list(entry.get("capabilities") or []),
-                json.dumps(public_jwk(jwk) if isinstance(jwk, dict) and jwk else jwk,
-                           sort_keys=True))
-    try:
-        return normal(existing) == normal(new)
-    except (KeyError, TypeError):
-        return False
 
 
 @trust.command("list")
@@ -368,13 +331,8 @@ def trust_remove(ctx: click.Context, thumbprint_arg: str | None, sub: str | None
     if not path.exists():
         fail(f"{path} does not exist")
     document = _load_document(path, context.capabilities)
-    agents: list[dict[str, Any]] = document["agents"]
-    keep: list[dict[str, Any]] = []
-    removed: list[dict[str, Any]] = []
-    for agent in agents:
-        hit = agent.get("thumbprint") == thumbprint_arg if thumbprint_arg else \
-            agent.get("sub") == sub
-        (removed if hit else keep).append(agent)
+    removed = remove_entries(document, thumbprint_value=thumbprint_arg, sub=sub)
+    keep: list[dict[str, Any]] = document["agents"]
     action = "remove" if removed else "noop"
     result: dict[str, Any] = {"file": str(path), "action": action,
                               "removed": [a.get("thumbprint") for a in removed]}
@@ -383,7 +341,6 @@ def trust_remove(ctx: click.Context, thumbprint_arg: str | None, sub: str | None
         emit(result)
         return
     if removed:
-        document["agents"] = keep
         write_registry(path, document)
     result["total_entries"] = len(keep)
     emit(result)

@@ -34,6 +34,8 @@ from darkmesh_aauth.keys import (
 log = logging.getLogger("darkmesh.aauth.registry")
 
 ANY_ISSUER = "*"
+#: The issuer a new entry pins when none is given (the signer's default ``iss``).
+DEFAULT_ISS = "https://darkmesh.local"
 
 
 class RegistryError(ValueError):
@@ -308,3 +310,81 @@ def entry_document(*, public: Mapping[str, Any], sub: str, iss: str | None,
     doc["public_jwk"] = public_jwk(public)
     doc["capabilities"] = list(capabilities)
     return doc
+
+
+# ----------------------------------------------------------------------- edits
+# One set of rules for every editor of a registry file (``darkmesh trust`` and the
+# dashboard's trust panel): idempotent by thumbprint, the whole result validated.
+
+
+def editable_document(path: Path, known_capabilities: Iterable[str]) -> dict[str, Any]:
+    """The registry at ``path`` as a document to edit (an empty one when it is absent).
+
+    :raises RegistryError: the file is invalid: refuse to change it.
+    """
+    if not path.exists():
+        return {"version": 1, "agents": []}
+    document = dict(read_registry(path, known_capabilities).document)
+    document["agents"] = list(document.get("agents", []))
+    return document
+
+
+def upsert_entry(
+    document: dict[str, Any], known_capabilities: Iterable[str], *,
+    public: Mapping[str, Any], sub: str, iss: str | None = None,
+    capabilities: Sequence[str] | None = None, label: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Append or update the entry of ``public`` in ``document``; ``(action, entry)``.
+
+    ``action`` is ``append``, ``update`` or ``noop`` (the same entry is there already). A
+    field given as None keeps the existing entry's value (a new entry: ``DEFAULT_ISS``, no
+    capabilities, no label).
+
+    :raises RegistryError: the edited document would be invalid (it is then unchanged).
+    """
+    agents: list[dict[str, Any]] = document["agents"]
+    tp = thumbprint(public)
+    index = next((i for i, a in enumerate(agents) if a.get("thumbprint") == tp), None)
+    existing = agents[index] if index is not None else {}
+    entry = entry_document(
+        public=public, sub=sub,
+        iss=iss if iss is not None else existing.get("iss", DEFAULT_ISS),
+        capabilities=capabilities if capabilities is not None else list(
+            existing.get("capabilities", [])),
+        label=label if label is not None else existing.get("label"),
+    )
+    if index is None:
+        edited, action = [*agents, entry], "append"
+    elif _same_entry(existing, entry):
+        return "noop", entry
+    else:
+        edited, action = [*agents[:index], entry, *agents[index + 1:]], "update"
+    parse_registry({**document, "agents": edited}, known_capabilities)
+    document["agents"] = edited
+    return action, entry
+
+
+def remove_entries(document: dict[str, Any], *, thumbprint_value: str | None = None,
+                   sub: str | None = None) -> list[dict[str, Any]]:
+    """Drop the entries of one thumbprint or of one sub from ``document``; those removed."""
+    def hit(agent: dict[str, Any]) -> bool:
+        if thumbprint_value is not None:
+            return bool(agent.get("thumbprint") == thumbprint_value)
+        return bool(agent.get("sub") == sub)
+
+    removed = [a for a in document["agents"] if hit(a)]
+    document["agents"] = [a for a in document["agents"] if not hit(a)]
+    return removed
+
+
+def _same_entry(existing: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    def normal(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+        jwk = entry.get("public_jwk") or {}
+        return (entry.get("sub"), entry.get("iss"), entry.get("label"),
+                list(entry.get("capabilities") or []),
+                json.dumps(public_jwk(jwk) if isinstance(jwk, dict) and jwk else jwk,
+                           sort_keys=True))
+    try:
+        return normal(existing) == normal(new)
+    except (KeyError, TypeError):
+        return False

@@ -15,6 +15,7 @@ from typing import Annotated, ClassVar
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from darkmesh_aauth.registry import DEFAULT_ISS
 from sdl_core import DarkmeshSettings
 
 #: Most authorities a node or relay may accept (``aauth.md`` §2.1).
@@ -49,7 +50,7 @@ class AAuthSettings(DarkmeshSettings):
         default="", description="the node's agent id (default darkmesh-node@<node_id>)"
     )
     iss: str = Field(
-        default="https://darkmesh.local", description="issuer written into agent tokens"
+        default=DEFAULT_ISS, description="issuer written into agent tokens"
     )
     kid: str = Field(
         default="", description="JWS kid of agent tokens (default: the key file's kid, else "

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import tomli_w
 from darkmesh_aauth.keys import load_private_key_file
 from darkmesh_aauth.signer import AAuthAuth, RoleKey
 
@@ -58,24 +59,9 @@ SHARED_KEY_FIELDS = {"key", "node_key", "peer_key", "relay_key"}
 
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
-
-
 def write_toml(path: Path, tables: dict[str, dict[str, Any]]) -> None:
-    lines: list[str] = []
-    for name, table in tables.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in table.items())
-        lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text(tomli_w.dumps(tables), encoding="utf-8")
 
 
 def demo_file(name: str) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
+import tomli_w
 
 SKILL = "/darkmesh/skills/warm-intro"
 START_TIMEOUT_SECONDS = 30.0
@@ -37,30 +38,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
-
-
-def write_toml(path: Path, tables: Mapping[str, Mapping[str, Any]],
-               arrays: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> None:
-    lines: list[str] = []
-    for name, table in tables.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{key} = {_toml(value)}" for key, value in table.items())
-        lines.append("")
-    for name, items in (arrays or {}).items():
-        for item in items:
-            lines.append(f"[[{name}]]")
-            lines.extend(f"{key} = {_toml(value)}" for key, value in item.items())
-            lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
+def write_toml(path: Path, tables: Mapping[str, Mapping[str, Any]]) -> None:
+    path.write_text(tomli_w.dumps({name: dict(table) for name, table in tables.items()}),
+                    encoding="utf-8")
 
 
 def demo_rows(name: str) -> list[dict[str, Any]]:
@@ -141,9 +121,10 @@ class LocalCluster:
                 "store": "vault", "data_dir": str(self.root / node_id / "data"),
                 "vault_key_file": str(self.root / node_id / "keys" / "vault.key"),
                 "self_identifiers": list(self_identifiers), "log_format": "text",
+                "peers": [dict(peer) for peer in peers],
             },
             "warm_intro": dict(warm_intro or {}),
-        }, {"node.peers": list(peers)})
+        })
         process = self._spawn(config, "node", "serve", log=self.root / f"{node_id}.log")
         node = NodeProcess(node_id=node_id, url=url, config=config, process=process,
                            log=self.root / f"{node_id}.log")

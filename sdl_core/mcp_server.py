@@ -31,7 +31,12 @@ import click
 import httpx
 
 from sdl_core.errors import DarkmeshError
-from sdl_core.operator import OperatorCredential, operator_credential
+from sdl_core.operator import (
+    OperatorCallError,
+    OperatorCredential,
+    operator_answer,
+    operator_credential,
+)
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -88,14 +93,10 @@ class NodeClient:
                                   f"({type(exc).__name__}); is `darkmesh node serve` running?"
                                   ) from None
         try:
-            data = response.json()
-        except ValueError:
-            data = {"detail": response.text[:300]}
-        if response.status_code >= 400:
-            detail = data.get("detail") if isinstance(data, dict) else data
-            raise _tool_error(f"HTTP {response.status_code} from {path}: "
-                              f"{json.dumps(detail) if not isinstance(detail, str) else detail}")
-        return data
+            return operator_answer(response)
+        except OperatorCallError as exc:
+            detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+            raise _tool_error(f"HTTP {exc.status} from {path}: {detail}") from None
 
 
 def build_server(node: NodeClient, *, allow_approve: bool) -> MCPServer[Any]:

@@ -9,7 +9,7 @@ keys), else a signature by the signer's ``operator`` role unless it is in ``hmac
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -54,4 +54,36 @@ def operator_credential(
     )
 
 
-__all__ = ["OPERATOR_ROLE", "OperatorCredential", "operator_credential"]
+class OperatorCallError(Exception):
+    """A node answered an operator call with an HTTP error; ``detail`` is its reason."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def operator_answer(response: httpx.Response) -> Any:
+    """The decoded JSON of a node's answer to an operator call.
+
+    A body that is not JSON stands as ``{"detail": <its first 300 characters>}``.
+
+    :raises OperatorCallError: for a 4xx or 5xx answer, with the node's ``detail``.
+    """
+    try:
+        data = response.json()
+    except ValueError:
+        data = {"detail": response.text[:300]}
+    if response.status_code >= 400:
+        raise OperatorCallError(response.status_code,
+                                data.get("detail") if isinstance(data, dict) else data)
+    return data
+
+
+__all__ = [
+    "OPERATOR_ROLE",
+    "OperatorCallError",
+    "OperatorCredential",
+    "operator_answer",
+    "operator_credential",
+]

@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from sdl_core.errors import DarkmeshError
-from sdl_core.operator import operator_credential
+from sdl_core.operator import (
+    OperatorCallError,
+    OperatorCredential,
+    operator_answer,
+    operator_credential,
+)
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -38,6 +43,20 @@ class NodeApi:
     def __init__(self, host: Host, app: ASGIApp) -> None:
         self.host = host
         self.app = app
+        self._credential: OperatorCredential | None = None
+
+    def credential(self) -> OperatorCredential:
+        """The operator's credential, made on first use (the signer exists by then)."""
+        if self._credential is None:
+            settings = self.host.settings
+            try:
+                self._credential = operator_credential(
+                    base_url=settings.listen_url, auth_mode=settings.auth_mode,
+                    node_key=settings.node_key.get_secret_value(), signer=self.host.signer,
+                )
+            except DarkmeshError as exc:
+                raise NodeApiError(str(exc)) from None
+        return self._credential
 
     def has_skill(self, name: str) -> bool:
         return name in self.host.skills
@@ -49,16 +68,9 @@ class NodeApi:
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """Call ``path`` as the operator; the decoded JSON, or :class:`NodeApiError`."""
-        settings = self.host.settings
-        try:
-            credential = operator_credential(
-                base_url=settings.listen_url, auth_mode=settings.auth_mode,
-                node_key=settings.node_key.get_secret_value(), signer=self.host.signer,
-            )
-        except DarkmeshError as exc:
-            raise NodeApiError(str(exc)) from None
+        credential = self.credential()
         transport = httpx.ASGITransport(app=self.app)
-        async with httpx.AsyncClient(transport=transport, base_url=settings.listen_url,
+        async with httpx.AsyncClient(transport=transport, base_url=self.host.settings.listen_url,
                                      headers=credential.headers, auth=credential.auth,
                                      timeout=CALL_TIMEOUT_SECONDS,
                                      follow_redirects=False) as client:
@@ -67,13 +79,9 @@ class NodeApi:
             except httpx.HTTPError as exc:
                 raise NodeApiError(f"{method} {path} failed: {type(exc).__name__}") from None
         try:
-            data = response.json()
-        except ValueError:
-            data = {"detail": response.text[:300]}
-        if response.status_code >= 400:
-            detail = data.get("detail") if isinstance(data, dict) else data
-            raise NodeApiError(f"{response.status_code}: {detail}", response.status_code)
-        return data
+            return operator_answer(response)
+        except OperatorCallError as exc:
+            raise NodeApiError(str(exc), exc.status) from None
 
     async def skill(self, skill: str, method: str, path: str,
                     body: dict[str, Any] | None = None) -> Any:

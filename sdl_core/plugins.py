@@ -187,19 +187,30 @@ class HostHooks:
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
+        # Registration hooks take no arguments, so their records change only when the set
+        # of implementations does: they are collected once per set, not on every request.
+        self._records: dict[str, tuple[list[Any], list[Any]]] = {}
+
+    def _records_of(self, hook_name: str) -> list[tuple[Any, Any]]:
+        """``(impl, record)`` pairs of one registration hook, last-registered first."""
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        cached = self._records.get(hook_name)
+        if cached is None or cached[0] != impls:
+            # pluggy calls implementations last-registered first; keep that order.
+            pairs = [(impl, record) for impl in reversed(impls)
+                     for record in registration_records(impl)]
+            cached = self._records[hook_name] = (impls, pairs)
+        return list(cached[1])
 
     def _collect(self, hook_name: str, kind: str, key: Callable[[Any], str]) -> list[Any]:
-        hook = getattr(self.pm.hook, hook_name)
         owners: dict[str, str] = {}
         records: list[Any] = []
-        # pluggy calls implementations last-registered first; keep that order.
-        for impl in reversed(hook.get_hookimpls()):
-            for record in registration_records(impl):
-                name = key(record)
-                if name in owners:
-                    raise PluginConflictError(kind, name, owners[name], impl.plugin_name)
-                owners[name] = impl.plugin_name
-                records.append(record)
+        for impl, record in self._records_of(hook_name):
+            name = key(record)
+            if name in owners:
+                raise PluginConflictError(kind, name, owners[name], impl.plugin_name)
+            owners[name] = impl.plugin_name
+            records.append(record)
         return records
 
     def owner_of(self, hook_name: str, record_name: str) -> str | None:
@@ -241,9 +252,8 @@ class HostHooks:
     def capabilities(self) -> list[CapabilitySpec]:
         # Several plugins may declare the same capability name; the first wins.
         seen: dict[str, CapabilitySpec] = {}
-        for impl in reversed(self.pm.hook.darkmesh_register_capabilities.get_hookimpls()):
-            for record in registration_records(impl):
-                seen.setdefault(record.name, record)
+        for _, record in self._records_of("darkmesh_register_capabilities"):
+            seen.setdefault(record.name, record)
         return list(seen.values())
 
     async def startup(self, host: Host) -> None:

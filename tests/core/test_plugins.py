@@ -14,6 +14,7 @@ from sdl_core import (
     HostHooks,
     PluginConflictError,
     PluginLoadError,
+    SkillSpec,
     StoreSpec,
     TransportSpec,
     hookimpl,
@@ -210,3 +211,34 @@ def test_builtins_are_registered_through_the_entry_point_group() -> None:
 def test_transport_spec_is_importable_from_the_public_api() -> None:
     # Plugins import records from sdl_core only; the record used above comes from there.
     assert TransportSpec.__module__ == "sdl_core.specs"
+
+
+def test_registration_records_are_collected_once_per_set_of_implementations() -> None:
+    calls: list[str] = []
+
+    class Skills:
+        __name__ = "counting-skills"
+
+        @staticmethod
+        @hookimpl
+        def darkmesh_register_skills() -> list[SkillSpec]:
+            calls.append("skills")
+            return [SkillSpec(name="counting", factory=lambda host, settings: None,
+                              templates=("counting_v1",))]
+
+    class Late:
+        __name__ = "late-skills"
+
+        @staticmethod
+        @hookimpl
+        def darkmesh_register_skills() -> list[SkillSpec]:
+            return [SkillSpec(name="late", factory=lambda host, settings: None,
+                              templates=("late_v1",))]
+
+    pm = make_plugin_manager(entry_points=False, plugins=[Skills])
+    hooks = HostHooks(pm)
+    for _ in range(5):
+        assert [s.name for s in hooks.skills()] == ["counting"]
+    assert calls == ["skills"]
+    pm.register(Late, name="late-skills")  # a new implementation is seen at once
+    assert sorted(s.name for s in hooks.skills()) == ["counting", "late"]

@@ -31,6 +31,7 @@ from darkmesh_aauth.registry import (
     upsert_entry,
     write_registry,
 )
+from darkmesh_aauth.runtime import with_key_dir
 from darkmesh_aauth.settings import AAuthSettings
 from darkmesh_aauth.signer import CONNECTOR_NAME
 from sdl_core import DarkmeshError, Host, PluginSettingsError, RelayHost
@@ -81,8 +82,7 @@ def load_context(ctx: click.Context, config: str | None) -> CLIContext:
         settings = runtime.plugin_settings(AAuthSettings, plugin="darkmesh-aauth")
     except PluginSettingsError as exc:
         raise click.ClickException(str(exc)) from None
-    if settings.key_dir is None and path is not None:
-        settings = settings.model_copy(update={"key_dir": path.parent / "keys"})
+    settings = with_key_dir(runtime, settings)
     return CLIContext(settings=settings, node_id=node_id, config=path,
                       capabilities=frozenset(runtime.capability_names()))
 

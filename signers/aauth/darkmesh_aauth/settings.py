@@ -8,7 +8,6 @@ owns them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, ClassVar
 
@@ -155,14 +154,8 @@ class AAuthSettings(DarkmeshSettings):
         return self
 
     def resolved_key_dir(self) -> Path:
-        """``key_dir``, else ``keys/`` beside the settings file in force, else ``./keys``.
-
-        The settings file follows the core's rule: ``DARKMESH_CONFIG``, else
-        ``./darkmesh.toml`` when it exists.
-        """
-        if self.key_dir is not None:
-            return self.key_dir
-        config = os.environ.get("DARKMESH_CONFIG")
-        if config:
-            return Path(config).parent / "keys"
-        return Path("keys")
+        """``key_dir``, else ``./keys``. Callers with a runtime apply
+        :func:`darkmesh_aauth.runtime.with_key_dir` first, which puts it beside the settings
+        file the runtime read (the core's rule: ``--config``, ``DARKMESH_CONFIG``, then
+        ``./darkmesh.toml``)."""
+        return self.key_dir if self.key_dir is not None else Path("keys")

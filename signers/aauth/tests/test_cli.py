@@ -66,6 +66,17 @@ def test_keygen_writes_0600_private_and_public_files(config: Path) -> None:
     assert load_private_key_file(private).thumbprint == made["thumbprint"]
 
 
+def test_keygen_puts_keys_beside_the_darkmesh_config_file(
+        config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("DARKMESH_CONFIG", str(config))
+    made = out(run(keygen))
+    assert made["private_file"] == str(config.parent / "keys" / "node.private.jwk")
+    assert not (elsewhere / "keys").exists()
+
+
 def test_keygen_never_overwrites_without_force(config: Path) -> None:
     first = out(run(keygen, "--config", str(config)))
     again = run(keygen, "--config", str(config))

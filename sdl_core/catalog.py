@@ -11,17 +11,24 @@ import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from sdl_core.errors import PluginSettingsError
 from sdl_core.plugins import plugin_infos, registration_records
-from sdl_core.settings import NodeSettings, RelaySettings, env_name, load_settings, redacted
+from sdl_core.settings import (
+    REDACTED,
+    NodeSettings,
+    RelaySettings,
+    env_name,
+    load_settings,
+    plain_value,
+    redacted,
+)
 
 #: Spec kind -> the registration hook that returns records of that kind.
 SPEC_HOOKS: dict[str, str] = {
@@ -107,27 +114,13 @@ def _is_secret(annotation: Any) -> bool:
     return any(_is_secret(arg) for arg in typing.get_args(annotation))
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, SecretStr):
-        return "**********" if value.get_secret_value() else ""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
 def _default(info: Any) -> tuple[Any, bool]:
     """(default, required)."""
     if info.default_factory is not None:
-        return _plain(info.default_factory()), False
+        return plain_value(info.default_factory()), False
     if info.default is PydanticUndefined:
         return None, True
-    return _plain(info.default), False
+    return plain_value(info.default), False
 
 
 def describe_settings(
@@ -159,7 +152,7 @@ def describe_settings(
             value = current[name]
         else:
             raw = env.get(variable, table.get(name, default))
-            value = ("**********" if raw else "") if secret else _plain(raw)
+            value = (REDACTED if raw else "") if secret else plain_value(raw)
         fields.append({
             "name": name,
             "env": variable,

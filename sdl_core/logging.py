@@ -24,6 +24,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sdl_core.settings import REDACTED
+
 __all__ = [
     "REQUEST_ID_HEADER",
     "JSONFormatter",
@@ -50,7 +52,6 @@ _RECORD_ATTRS = frozenset(
     | {"message", "asctime", "taskName"}
 )
 
-REDACTED = "**********"
 
 
 def current_request_id() -> str | None:

@@ -325,21 +325,25 @@ def load_settings(
             ) from exc
 
 
+#: What a secret value shows as wherever settings are displayed or logged.
+REDACTED = "**********"
+
+
+def plain_value(value: Any) -> Any:
+    """One settings value as JSON, every ``SecretStr`` in it shown as ``REDACTED`` (or '')."""
+    if isinstance(value, SecretStr):
+        return REDACTED if value.get_secret_value() else ""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [plain_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    return value
+
+
 def redacted(settings: BaseSettings) -> dict[str, Any]:
     """Settings as JSON with every ``SecretStr`` shown as ``'**********'`` (or '')."""
-    out: dict[str, Any] = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if isinstance(value, SecretStr):
-            out[name] = "**********" if value.get_secret_value() else ""
-        elif isinstance(value, Path):
-            out[name] = str(value)
-        elif isinstance(value, BaseModel):
-            out[name] = value.model_dump(mode="json")
-        elif isinstance(value, list):
-            out[name] = [
-                v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value
-            ]
-        else:
-            out[name] = value
-    return out
+    return {name: plain_value(getattr(settings, name)) for name in type(settings).model_fields}

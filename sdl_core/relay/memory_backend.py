@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from sdl_core.protocols import JSONObject, MailboxMessage, NodeRecord, PullResult
 from sdl_core.relay.waiting import (
+    MAILBOX_RETENTION_SECONDS,
     ChangeNotifier,
     long_poll,
     new_epoch,
@@ -24,10 +25,6 @@ from sdl_core.relay.waiting import (
     new_post_id,
     selects,
 )
-
-#: Unacked mailbox messages older than this are dropped by ``purge_expired``, so a
-#: mailbox whose owner never returns cannot grow without bound.
-MAILBOX_RETENTION_SECONDS = 24 * 3600.0
 
 
 class MemoryRelayBackend:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from sdl_core.errors import RelayUnavailable
 from sdl_core.protocols import JSONObject, MailboxMessage, NodeRecord, PullResult
 from sdl_core.relay.waiting import (
+    MAILBOX_RETENTION_SECONDS,
     ChangeNotifier,
     long_poll,
     new_epoch,
@@ -35,8 +36,6 @@ from sdl_core.state import connect, write_transaction
 
 T = TypeVar("T")
 
-#: Unacked mailbox messages older than this are dropped by ``purge_expired``.
-MAILBOX_RETENTION_SECONDS = 24 * 3600.0
 #: How often a waiting pull re-reads the file, to see writes of other processes.
 CROSS_PROCESS_POLL_SECONDS = 0.5
 

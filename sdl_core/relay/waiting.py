@@ -18,6 +18,10 @@ from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 
+#: Unacked mailbox messages older than this are dropped by ``purge_expired``, so a
+#: mailbox whose owner never returns cannot grow without bound.
+MAILBOX_RETENTION_SECONDS = 24 * 3600.0
+
 
 class Versioned(Protocol):
     """What :func:`long_poll` waits on: a version bumped on every change."""

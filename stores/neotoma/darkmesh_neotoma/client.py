@@ -119,18 +119,11 @@ class NeotomaClient:
         ``localhost:<port>`` (§1.2). Discovery failures fall through, cached once found."""
         if self._authority:
             return self._authority
-        try:
-            response = await self._client().get(
-                WELL_KNOWN, timeout=self.settings.probe_timeout_seconds
-            )
-            if response.status_code == 200:
-                issuer = response.json().get("issuer")
-                if isinstance(issuer, str) and issuer.strip():
-                    self.discovered_issuer = issuer.strip()
-                    self._authority = authority_of(issuer.strip())
-                    return self._authority
-        except (httpx.HTTPError, ValueError, AttributeError):
-            log.debug("authority discovery failed", exc_info=True)
+        issuer = (await self.well_known() or {}).get("issuer")
+        if isinstance(issuer, str) and issuer.strip():
+            self.discovered_issuer = issuer.strip()
+            self._authority = authority_of(issuer.strip())
+            return self._authority
         url = httpx.URL(self.base_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         return f"localhost:{port}"

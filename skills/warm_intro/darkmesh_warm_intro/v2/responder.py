@@ -258,11 +258,7 @@ class Responder:
             raise
         policy = self._policy(opened.sender)
         if policy == "deny":
-            token["state"] = "declined"
-            self._save_token(token_key, token)
-            self.core.ctx.count_intro("declined", TEMPLATE)
-            await self._respond(opened.sender, opened.request_id,
-                                {"state": "declined", "reason": "declined"})
+            await self._decline(token_key, token, "declined")  # token bound to this sender
             return
         if policy == "auto":
             await self._reveal(token_key, token)
@@ -315,6 +311,14 @@ class Responder:
         except HTTPProblem:
             pass  # queued in the outbox; the decision itself is durable already
 
+    async def _decline(self, token_key: str, token: dict[str, Any], reason: str) -> None:
+        """Consume the token as declined, count it and tell its requester why."""
+        token["state"] = "declined"
+        self._save_token(token_key, token)
+        self.core.ctx.count_intro("declined", TEMPLATE)
+        await self._respond(token["requester_id"], token["request_id"],
+                            {"state": "declined", "reason": reason})
+
     async def _reveal(self, token_key: str, token: dict[str, Any]) -> dict[str, Any]:
         """Consume the token, log, emit, and send the intro (through the outbox)."""
         contacts = await self.core.ctx.contacts()
@@ -322,11 +326,7 @@ class Responder:
         contact = next((c for c in contacts if c.email == token["contact_email"]
                         and c.matches(target)), None) or choose_contact(contacts, target)
         if contact is None:
-            token["state"] = "declined"
-            self._save_token(token_key, token)
-            self.core.ctx.count_intro("declined", TEMPLATE)
-            await self._respond(token["requester_id"], token["request_id"],
-                                {"state": "declined", "reason": "no_target_match"})
+            await self._decline(token_key, token, "no_target_match")
             return {"state": "declined"}
         revealed_at = utc_now_iso()
         intro = {
@@ -407,10 +407,6 @@ class Responder:
             self.state.put(APPROVAL_PREFIX + approval_id, approval,
                            ttl=self.settings.reveal_token_ttl_seconds)
         else:
-            token["state"] = "declined"
-            self._save_token(approval["token_key"], token)
-            self.core.ctx.count_intro("declined", TEMPLATE)
-            await self._respond(token["requester_id"], token["request_id"],
-                                {"state": "declined", "reason": "declined"})
+            await self._decline(approval["token_key"], token, "declined")
         return {"approval_id": approval_id, "state": approval["state"],
                 "approved": approval["state"] == "approved"}
